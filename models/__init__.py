@@ -1,0 +1,15 @@
+"""nn.Modules and model surgery: Tiny-YOLOv3, YOLO head, split, interface quantization, codec, pruning."""
+
+from models.codec import CODECS, PayloadError, decode, encode_detections, encode_features, packed_nbytes
+from models.interface import ImageInterface, QuantInterface, calibrate
+from models.prune import CRITERIA, prune
+from models.split import PARTITIONS, CutPoint, SplitModel, cut_points, split
+from models.tiny_yolov3 import TinyYOLOv3, TinyYOLOv3Config, layer_table
+from models.yolo import YOLOHeadConfig, YOLOLoss, batched_nms, box_iou, decode as decode_heads, nms, postprocess
+
+__all__ = [
+    "CODECS", "CRITERIA", "PARTITIONS", "CutPoint", "ImageInterface", "PayloadError", "QuantInterface",
+    "SplitModel", "TinyYOLOv3", "TinyYOLOv3Config", "YOLOHeadConfig", "YOLOLoss", "batched_nms", "box_iou",
+    "calibrate", "cut_points", "decode", "decode_heads", "encode_detections", "encode_features", "layer_table",
+    "nms", "packed_nbytes", "postprocess", "prune", "split",
+]

@@ -1,0 +1,245 @@
+"""Payload codec: pack b-bit codes into exactly ceil(C*H*W*b/8) bytes, compress, and frame them.
+
+Frame = 24-byte header + body. The header makes a payload self-describing::
+
+    magic "SP" | version u8 | kind u8 | codec u8 | bits u8 | C u16 | H u16 | W u16 | mu f32 | max f32 | crc32 u32
+
+``kind`` is 0 for a feature map (body = packed codes, maybe compressed) and 1 for detections (j=6; body =
+N rows of x1, y1, x2, y2, class, score as u16, maybe compressed; C holds N). The CRC-32 covers the header
+before it and the body. Decoding checks every field before it allocates or decompresses, bounds the
+decompressed size by the declared shape, and raises :class:`PayloadError` with one line for anything wrong.
+
+Codecs come from their libraries: ``zlib`` (deflate, the paper's ZIP), ``zstd`` (zstandard), ``lzma``.
+When a codec would make the body larger than the packed bytes, the encoder stores it uncompressed and the
+header says ``none`` — a codec never makes a payload larger than sending it raw.
+"""
+
+from __future__ import annotations
+
+import io
+import lzma
+import math
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import zstandard
+
+FORMAT_VERSION = 1
+MAGIC = b"SP"
+_HEADER = struct.Struct("<2sBBBBHHHffI")
+HEADER_BYTES = _HEADER.size  # 24
+MAX_VALUES = 1 << 26  # largest C*H*W a decoder accepts (67 M values; 416 px j=1 is 0.69 M)
+KIND_FEATURES, KIND_DETECTIONS = 0, 1
+_DET_ROW = 6  # x1, y1, x2, y2, class, score
+
+
+class PayloadError(ValueError):
+    """A payload that cannot be decoded; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class Codec:
+    name: str
+    ident: int
+    default_level: int | None
+    levels: tuple[int, int] | None
+    compress: Callable[[bytes, int | None], bytes]
+    decompress: Callable[[bytes, int], bytes]
+
+
+def _bounded(read: Callable[[int], bytes], expected: int, name: str) -> bytes:
+    out = read(expected + 1)
+    if len(out) != expected:
+        raise PayloadError(f"{name} body decompresses to {len(out)}{'+' if len(out) > expected else ''} bytes, "
+                           f"header declares {expected}")
+    return out
+
+
+def _zlib_decompress(body: bytes, expected: int) -> bytes:
+    d = zlib.decompressobj()
+    out = _bounded(lambda n: d.decompress(body, n), expected, "zlib")
+    if not d.eof or d.unused_data:
+        raise PayloadError("zlib body is truncated or has trailing data")
+    return out
+
+
+def _zstd_decompress(body: bytes, expected: int) -> bytes:
+    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=False)
+    return _bounded(reader.read, expected, "zstd")
+
+
+def _lzma_decompress(body: bytes, expected: int) -> bytes:
+    d = lzma.LZMADecompressor()
+    out = _bounded(lambda n: d.decompress(body, max_length=n), expected, "lzma")
+    if not d.eof or d.unused_data:
+        raise PayloadError("lzma body is truncated or has trailing data")
+    return out
+
+
+CODECS: dict[str, Codec] = {
+    "none": Codec("none", 0, None, None, lambda b, lv: b, lambda b, n: b),
+    # zlib level 6 is deflate's (and ZIP tools') default
+    "zlib": Codec("zlib", 1, 6, (0, 9), lambda b, lv: zlib.compress(b, lv), _zlib_decompress),
+    # zstd level 3 is the library's default
+    "zstd": Codec("zstd", 2, 3, (-7, 22),
+                  lambda b, lv: zstandard.ZstdCompressor(level=lv, write_content_size=True).compress(b),
+                  _zstd_decompress),
+    # xz preset 6 is the library's default
+    "lzma": Codec("lzma", 3, 6, (0, 9), lambda b, lv: lzma.compress(b, preset=lv), _lzma_decompress),
+}
+_BY_ID = {c.ident: c for c in CODECS.values()}
+
+
+def get_codec(name: str) -> Codec:
+    if name not in CODECS:
+        raise ValueError(f"codec={name!r} not in {sorted(CODECS)}")
+    return CODECS[name]
+
+
+def compress_body(raw: bytes, codec: str, level: int | None = None) -> tuple[bytes, str]:
+    """Compress ``raw`` with ``codec``; fall back to ``none`` when that would not make it smaller."""
+    c = get_codec(codec)
+    if c.levels is not None:
+        level = c.default_level if level is None else level
+        lo, hi = c.levels
+        if not lo <= level <= hi:
+            raise ValueError(f"{codec} level={level} not in {lo}..{hi}")
+    body = c.compress(raw, level)
+    if c.name != "none" and len(body) >= len(raw):
+        return raw, "none"
+    return body, c.name
+
+
+# ------------------------------------------------------------------------------------------- packing
+
+
+def packed_nbytes(values: int, bits: int) -> int:
+    """Bytes of ``values`` codes of ``bits`` bits each, packed: ceil(values * bits / 8)."""
+    return math.ceil(values * bits / 8)
+
+
+def pack_codes(codes: np.ndarray | torch.Tensor, bits: int) -> bytes:
+    """Pack uint8 codes (each < 2**bits) MSB-first into ceil(n*bits/8) bytes."""
+    a = np.ascontiguousarray(codes.cpu().numpy() if isinstance(codes, torch.Tensor) else codes,
+                             dtype=np.uint8).ravel()
+    if bits == 8:
+        return a.tobytes()
+    if a.size and int(a.max()) >= 1 << bits:
+        raise ValueError(f"code {int(a.max())} does not fit in bits={bits}")
+    planes = np.unpackbits(a[:, None], axis=1)[:, 8 - bits:]
+    return np.packbits(planes.ravel()).tobytes()
+
+
+def unpack_codes(buf: bytes, bits: int, n: int) -> np.ndarray:
+    """Inverse of :func:`pack_codes`: ``n`` uint8 codes."""
+    a = np.frombuffer(buf, dtype=np.uint8)
+    if bits == 8:
+        return a[:n].copy()
+    planes = np.unpackbits(a)[: n * bits].reshape(n, bits)
+    full = np.zeros((n, 8), dtype=np.uint8)
+    full[:, 8 - bits:] = planes
+    return np.packbits(full, axis=1).ravel()
+
+
+# ------------------------------------------------------------------------------------------- frames
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """A decoded payload. ``codes`` is (C, H, W) uint8 for features; ``detections`` (N, 6) float."""
+
+    kind: int
+    codec: str
+    bits: int
+    mu: float
+    max: float
+    codes: torch.Tensor | None = None
+    detections: torch.Tensor | None = None
+
+
+def _frame(kind: int, codec: str, bits: int, shape: tuple[int, int, int], mu: float, mx: float,
+           body: bytes) -> bytes:
+    if any(not 0 <= s <= 0xFFFF for s in shape):
+        raise ValueError(f"payload shape {shape} does not fit the header's u16 fields")
+    head = _HEADER.pack(MAGIC, FORMAT_VERSION, kind, CODECS[codec].ident, bits, *shape, mu, mx, 0)[:-4]
+    return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
+
+
+def encode_features(codes: torch.Tensor, bits: int, mu: float, max_: float, codec: str = "zlib",
+                    level: int | None = None) -> bytes:
+    """Frame quantized codes of one feature map.
+
+    Args:
+        codes: (C, H, W) uint8 codes from :meth:`QuantInterface.quantize`.
+        bits: bit width b.
+        mu, max_: the interface's calibration (Eq. 5/6), carried so the edge needs nothing else.
+        codec: one of :data:`CODECS`; level: its compression level (default: the library's).
+    """
+    if codes.dim() != 3:
+        raise ValueError(f"codes must be (C, H, W), got shape {tuple(codes.shape)}")
+    if not 1 <= bits <= 8:
+        raise ValueError(f"bits={bits} not in 1..8")
+    body, used = compress_body(pack_codes(codes, bits), codec, level)
+    return _frame(KIND_FEATURES, used, bits, tuple(codes.shape), mu, max_, body)
+
+
+def encode_detections(dets: torch.Tensor, codec: str = "zlib", level: int | None = None) -> bytes:
+    """Frame j=6 detections (N, 6: x1, y1, x2, y2 in pixels, score in [0, 1], class) as u16 rows."""
+    d = dets.detach().float().cpu()
+    if d.dim() != 2 or d.shape[1] != 6:
+        raise ValueError(f"detections must be (N, 6), got shape {tuple(d.shape)}")
+    rows = torch.stack([*(d[:, k].round().clamp(0, 0xFFFF) for k in range(4)),
+                        d[:, 5].clamp(0, 0xFFFF), (d[:, 4].clamp(0, 1) * 0xFFFF).round()], 1)
+    raw = rows.numpy().astype("<u2").tobytes()
+    body, used = compress_body(raw, codec, level)
+    return _frame(KIND_DETECTIONS, used, 16, (len(d), _DET_ROW, 1), 0.0, 0.0, body)
+
+
+def decode(payload: bytes | bytearray | memoryview, max_values: int = MAX_VALUES) -> Decoded:
+    """Parse, check and decompress a payload. Raises :class:`PayloadError` on anything wrong."""
+    payload = bytes(payload)
+    if len(payload) < HEADER_BYTES:
+        raise PayloadError(f"payload is {len(payload)} bytes, shorter than the {HEADER_BYTES}-byte header")
+    magic, version, kind, codec_id, bits, c, h, w, mu, mx, crc = _HEADER.unpack_from(payload)
+    if magic != MAGIC:
+        raise PayloadError(f"bad magic {magic!r}, expected {MAGIC!r}: not a split-CNN payload")
+    if version != FORMAT_VERSION:
+        raise PayloadError(f"payload format version {version}, this decoder reads version {FORMAT_VERSION}")
+    body = payload[HEADER_BYTES:]
+    if zlib.crc32(body, zlib.crc32(payload[: HEADER_BYTES - 4])) != crc:
+        raise PayloadError("CRC-32 mismatch: payload is corrupted or truncated")
+    if kind not in (KIND_FEATURES, KIND_DETECTIONS):
+        raise PayloadError(f"unknown payload kind {kind}, expected 0 (features) or 1 (detections)")
+    if codec_id not in _BY_ID:
+        raise PayloadError(f"unknown codec id {codec_id}, expected one of {sorted(_BY_ID)}")
+    codec = _BY_ID[codec_id]
+    values = c * h * w
+    if values > max_values:
+        raise PayloadError(f"declared shape {c}x{h}x{w} = {values} values exceeds the limit {max_values}")
+    if kind == KIND_FEATURES:
+        if not 1 <= bits <= 8:
+            raise PayloadError(f"bits={bits} in header, expected 1..8")
+        expected = packed_nbytes(values, bits)
+    else:
+        if h != _DET_ROW or w != 1:
+            raise PayloadError(f"detection payload declares rows of {h}x{w}, expected {_DET_ROW}x1")
+        expected = values * 2
+    try:
+        raw = codec.decompress(body, expected)
+    except PayloadError:
+        raise
+    except (zlib.error, lzma.LZMAError, zstandard.ZstdError, EOFError) as e:
+        raise PayloadError(f"{codec.name} body does not decompress: {e}") from None
+    if len(raw) != expected:
+        raise PayloadError(f"body holds {len(raw)} bytes, header declares {expected}")
+    if kind == KIND_FEATURES:
+        codes = torch.from_numpy(unpack_codes(raw, bits, values)).view(c, h, w)
+        return Decoded(kind, codec.name, bits, mu, mx, codes=codes)
+    rows = np.frombuffer(raw, dtype="<u2").reshape(c, _DET_ROW).astype(np.float32)
+    det = torch.from_numpy(rows[:, [0, 1, 2, 3, 5, 4]].copy())
+    det[:, 4] /= 0xFFFF
+    return Decoded(kind, codec.name, 16, 0.0, 0.0, detections=det)

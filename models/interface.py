@@ -1,0 +1,120 @@
+"""Interface I (paper Eq. 2, 5, 6): b-bit quantization of the feature map at the partition point.
+
+The node computes codes ``d = floor((f - mu) / s)`` with step ``s = max / 2**(b-1)``, clamped to the
+``2**b`` levels ``[-2**(b-1), 2**(b-1) - 1]``; the edge reconstructs ``f' = (d + o) * s + mu``. With
+``b = 1`` this is exactly Eq. 5 (``d = floor((f - mu) / max)`` in {-1, 0}) and, with ``o = 0``, Eq. 6
+(``f' = d * max + mu``). ``midpoint=True`` sets ``o = 1/2`` (reconstruct at the centre of each bin), which
+halves the worst-case error; it is an option, not the paper's formula.
+
+``mu`` is the mean of the feature over the calibration data and ``max`` the largest ``|f - mu|`` seen there,
+so the whole calibrated range maps onto the codes. In training the interface passes the gradient straight
+through (``f + (f' - f).detach()``) so the node layers keep learning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+
+class QuantInterface(nn.Module):
+    """b-bit quantize (node) / de-quantize (edge) of one feature tensor.
+
+    Args:
+        bits: 1..8.
+        midpoint: reconstruct at bin centres instead of Eq. 6's lower edge.
+        enabled: when False, ``forward`` is the identity (the unsplit model's behaviour).
+    """
+
+    def __init__(self, bits: int = 8, midpoint: bool = False, enabled: bool = True) -> None:
+        super().__init__()
+        if not isinstance(bits, int) or not 1 <= bits <= 8:
+            raise ValueError(f"bits={bits!r} must be an integer in 1..8")
+        self.bits = bits
+        self.midpoint = midpoint
+        self.enabled = enabled
+        self.register_buffer("mu", torch.zeros(()))
+        self.register_buffer("max", torch.ones(()))
+        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+
+    def extra_repr(self) -> str:
+        return (f"bits={self.bits}, midpoint={self.midpoint}, enabled={self.enabled}, "
+                f"mu={float(self.mu):.4g}, max={float(self.max):.4g}")
+
+    @property
+    def levels(self) -> int:
+        return 2 ** self.bits
+
+    @property
+    def step(self) -> torch.Tensor:
+        return self.max / 2 ** (self.bits - 1)
+
+    def quantize(self, f: torch.Tensor) -> torch.Tensor:
+        """Node side: float feature -> uint8 codes in ``0 .. 2**bits - 1``."""
+        half = 2 ** (self.bits - 1)
+        d = torch.floor((f.float() - self.mu) / self.step).clamp_(-half, half - 1)
+        return (d + half).to(torch.uint8)
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        """Edge side: uint8 codes -> float feature (Eq. 6)."""
+        d = codes.float() - 2 ** (self.bits - 1)
+        return (d + (0.5 if self.midpoint else 0.0)) * self.step + self.mu
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return f
+        q = self.dequantize(self.quantize(f)).to(f.dtype)
+        return f + (q - f).detach()  # straight-through estimator
+
+    def set_range(self, mu: float, max_abs: float) -> None:
+        if not max_abs > 0:
+            raise ValueError(f"interface range max={max_abs} must be > 0")
+        self.mu.fill_(float(mu))
+        self.max.fill_(float(max_abs))
+        self.calibrated.fill_(True)
+
+
+class ImageInterface(QuantInterface):
+    """j = 0: the node sends the input image itself as 8-bit pixels (lossless for 8-bit sources)."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        super().__init__(bits=8, enabled=enabled)
+        self.calibrated.fill_(True)
+
+    def quantize(self, f: torch.Tensor) -> torch.Tensor:
+        return torch.round(f.float().clamp(0, 1) * 255).to(torch.uint8)
+
+    def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
+        return codes.float() / 255
+
+
+@torch.no_grad()
+def calibrate(
+    interface: QuantInterface,
+    features: Iterable[torch.Tensor] | Callable[[], Iterable[torch.Tensor]],
+) -> tuple[float, float]:
+    """Set ``mu`` (mean) and ``max`` (largest ``|f - mu|``) from features at the cut, in two passes.
+
+    Args:
+        interface: the interface to calibrate.
+        features: the node outputs over the calibration set, or a callable returning a fresh iterable
+            of them (needed for the second pass when the iterable is a one-shot generator).
+
+    Returns:
+        (mu, max).
+    """
+    get = features if callable(features) else (lambda: features)
+    total, count = 0.0, 0
+    for f in get():
+        total += float(f.double().sum())
+        count += f.numel()
+    if count == 0:
+        raise ValueError("interface calibration got no feature values (empty calibration data)")
+    mu = total / count
+    max_abs = 0.0
+    for f in get():
+        max_abs = max(max_abs, float((f.double() - mu).abs().max()))
+    interface.set_range(mu, max_abs if max_abs > 0 else 1.0)
+    return mu, interface.max.item()

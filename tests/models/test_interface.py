@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from models import QuantInterface, calibrate, split
+
+
+def calibrated(bits, data, midpoint=False):
+    q = QuantInterface(bits, midpoint=midpoint)
+    calibrate(q, [data])
+    return q
+
+
+def test_calibration_mean_and_range_over_batches():
+    g = torch.Generator().manual_seed(0)
+    batches = [torch.randn(4, 8, 5, 5, generator=g) * 3 + 1 for _ in range(3)]
+    q = QuantInterface(4)
+    mu, mx = calibrate(q, lambda: iter(batches))  # a callable gives a fresh iterator per pass
+    allv = torch.cat([b.flatten() for b in batches]).double()
+    assert mu == pytest.approx(allv.mean().item(), rel=1e-9)
+    assert mx == pytest.approx((allv - allv.mean()).abs().max().item(), rel=1e-6)
+    assert bool(q.calibrated)
+
+
+def test_one_bit_gives_exactly_two_levels_eq5_eq6():
+    f = torch.randn(2, 16, 9, 9)
+    q = calibrated(1, f)
+    codes = q.quantize(f)
+    assert set(codes.unique().tolist()) == {0, 1}
+    # Eq. 5: d = floor((f - mu) / max) in {-1, 0}; Eq. 6: f' = d * max + mu
+    d = torch.floor((f - q.mu) / q.max).clamp(-1, 0)
+    assert torch.equal(codes.long() - 1, d.long())
+    rec = q.dequantize(codes)
+    assert torch.allclose(rec.unique(), torch.stack([q.mu - q.max, q.mu]))
+
+
+@pytest.mark.parametrize("bits", range(1, 9))
+def test_levels_and_error_within_one_step(bits):
+    f = torch.linspace(-2, 5, 20000).view(1, 1, 100, 200)
+    q = calibrated(bits, f)
+    codes = q.quantize(f)
+    assert codes.max() <= 2 ** bits - 1
+    assert codes.unique().numel() == 2 ** bits  # the calibrated range uses every level
+    err = (q.dequantize(codes) - f).abs().max().item()
+    assert err <= q.step.item() * (1 + 1e-5)
+    q_mid = calibrated(bits, f, midpoint=True)
+    assert (q_mid.dequantize(q_mid.quantize(f)) - f).abs().max().item() <= q.step.item() / 2 * (1 + 1e-4) + 1e-6
+
+
+def test_eight_bit_reconstruction_error_within_step():
+    f = torch.randn(4, 32, 13, 13)
+    q = calibrated(8, f)
+    assert (q(f) - f).abs().max() < q.step
+
+
+@pytest.mark.parametrize("bits", [0, 9, 2.5])
+def test_bad_bits(bits):
+    with pytest.raises(ValueError, match="bits"):
+        QuantInterface(bits)
+
+
+def test_straight_through_gradient_reaches_node_layers(small_model):
+    sm = split(small_model, 3, bits=1).train()
+    x = torch.rand(2, 3, 160, 160)
+    with torch.no_grad():
+        calibrate(sm.interface, [sm.node(x)])
+    loss = sum(h.square().mean() for h in sm(x))
+    loss.backward()
+    for i in (0, 2, 4):
+        g = sm.layer(i).conv.weight.grad
+        assert g is not None and g.abs().sum() > 0, f"node layer {i} got no gradient"
+    # and the forward really is quantized: the edge sees only two distinct values
+    assert sm.interface(sm.node(x)).unique().numel() == 2
+
+
+def test_image_interface_is_lossless_for_8bit_images(small_model):
+    sm = split(small_model, 0)
+    x = torch.randint(0, 256, (2, 3, 160, 160)).float() / 255
+    assert torch.equal(sm.interface.dequantize(sm.interface.quantize(x)), x)
