@@ -5,7 +5,8 @@ from models.interface import ImageInterface, QuantInterface, calibrate
 from models.prune import CRITERIA, prune
 from models.split import PARTITIONS, CutPoint, SplitModel, cut_points, split
 from models.tiny_yolov3 import TinyYOLOv3, TinyYOLOv3Config, layer_table
-from models.yolo import YOLOHeadConfig, YOLOLoss, batched_nms, box_iou, decode as decode_heads, nms, postprocess
+from models.yolo import YOLOHeadConfig, YOLOLoss, batched_nms, box_iou, nms, postprocess
+from models.yolo import decode as decode_heads
 
 __all__ = [
     "CODECS", "CRITERIA", "PARTITIONS", "CutPoint", "ImageInterface", "PayloadError", "QuantInterface",
