@@ -55,7 +55,7 @@ def test_eight_bit_reconstruction_error_within_step(seed):
     err = (q(f) - f).abs()
     # Eq. 6 reconstructs at the bin's lower edge: at most one step off (reached only by the calibrated max,
     # which falls on the top edge of the last bin), and below one step everywhere else
-    assert err.max() <= q.step * (1 + 1e-6)
+    assert err.max() <= q.step + 1e-5  # float32 rounding of f + (q - f)
     assert (err < q.step * (1 - 1e-6)).float().mean() > 0.999
 
 
