@@ -1,0 +1,59 @@
+"""Cost of the interface on the node (quantize + pack) and of the payload codec (compress on the node,
+decompress on the edge). Work is counted in cycles per byte and priced with the node's nJ/cycle."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional  # noqa: UP035 - OmegaConf structured configs
+
+from objectives.costs.platform import EdgeProfile, ProcessorProfile, cycles_energy_mj, cycles_latency_ms
+
+
+@dataclass(frozen=True)
+class CodecProfile:
+    """Cycles per byte of a codec on the node and its speed on the edge.
+
+    Attributes:
+        compress_cycles_per_byte: node cycles per input (packed) byte; 0 for ``none``.
+        node_ram_bytes: working memory the compressor needs on the node.
+        decompress_mb_per_s: edge decompression speed in MB/s of output; 0 means free (``none``).
+        level: the library's compression level the figures hold for.
+    """
+
+    name: str
+    compress_cycles_per_byte: float = 0.0
+    node_ram_bytes: float = 0.0
+    decompress_mb_per_s: float = 0.0
+    level: Optional[int] = None  # noqa: UP045
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for n in ("compress_cycles_per_byte", "node_ram_bytes", "decompress_mb_per_s"):
+            v = getattr(self, n)
+            if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v) or v < 0:
+                raise ValueError(f"CodecProfile.{n}={v!r} must be >= 0")
+
+
+def quantize_energy_mj(values: int, node: ProcessorProfile) -> float:
+    """Interface cost on the node: quantize (Eq. 5) and pack ``values`` feature values."""
+    return cycles_energy_mj(values * node.quant_cycles_per_value, node)
+
+
+def quantize_latency_ms(values: int, node: ProcessorProfile) -> float:
+    return cycles_latency_ms(values * node.quant_cycles_per_value, node)
+
+
+def compress_energy_mj(raw_bytes: int, codec: CodecProfile, node: ProcessorProfile) -> float:
+    return cycles_energy_mj(raw_bytes * codec.compress_cycles_per_byte, node)
+
+
+def compress_latency_ms(raw_bytes: int, codec: CodecProfile, node: ProcessorProfile) -> float:
+    return cycles_latency_ms(raw_bytes * codec.compress_cycles_per_byte, node)
+
+
+def decompress_latency_ms(raw_bytes: int, codec: CodecProfile, edge: EdgeProfile) -> float:
+    """Edge time to restore ``raw_bytes`` of packed codes."""
+    if codec.decompress_mb_per_s <= 0:
+        return 0.0
+    return raw_bytes / (codec.decompress_mb_per_s * 1e6) * 1e3

@@ -1,0 +1,116 @@
+"""Load cost-model profiles from ``conf/`` into the frozen dataclasses of :mod:`objectives.costs`.
+
+Each YAML is checked field by field against its dataclass (type hints and ``__post_init__`` range checks),
+so an unknown key (a typo), a value of the wrong type, a missing field or an out-of-range number fails here
+with one line naming the file and the key — before anything trains. (OmegaConf's structured merge cannot
+fill nested *frozen* dataclasses, which the cost models take, hence this small builder.)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, List, Union, get_args, get_origin, get_type_hints  # noqa: UP035
+
+from omegaconf import OmegaConf
+
+from objectives.costs import CodecProfile, EdgeProfile, ProcessorProfile, RadioProfile
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message is one line naming the key or file."""
+
+
+@dataclass(frozen=True)
+class _Kind:
+    schema: type
+    folder: str
+    key: str
+
+
+KINDS: dict[str, _Kind] = {
+    "radio": _Kind(RadioProfile, "radio", "radio"),
+    "node": _Kind(ProcessorProfile, "platform/node", "platform.node"),
+    "edge": _Kind(EdgeProfile, "platform/edge", "platform.edge"),
+    "codec": _Kind(CodecProfile, "codec", "codec"),
+}
+
+
+def available(kind: str, conf_dir: Path = CONF_DIR) -> list[str]:
+    """Names of the profiles of ``kind`` shipped in ``conf_dir``."""
+    return sorted(p.stem for p in (conf_dir / KINDS[kind].folder).glob("*.yaml"))
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
+
+
+def _type_name(t: Any) -> str:
+    return getattr(t, "__name__", str(t).replace("typing.", ""))
+
+
+def _build(tp: Any, value: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp`` (dataclass, list, Optional, scalar) and build it."""
+    origin = get_origin(tp)
+    if origin is Union or origin is types.UnionType:
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _build(args[0], value, key)
+    if origin in (list, List):  # noqa: UP006
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (item,) = get_args(tp)
+        return [_build(item, v, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}")
+        hints = get_type_hints(tp)
+        names = [f.name for f in dataclasses.fields(tp)]
+        unknown = sorted(set(value) - set(names))
+        if unknown:
+            raise ConfigError(f"{key}.{unknown[0]}: unknown key; {tp.__name__} has {names}")
+        missing = [f.name for f in dataclasses.fields(tp) if f.name not in value
+                   and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING]
+        if missing:
+            raise ConfigError(f"{key}.{missing[0]}: missing value (required by {tp.__name__})")
+        kwargs = {n: _build(hints[n], v, f"{key}.{n}") for n, v in value.items()}
+        try:
+            return tp(**kwargs)
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"{key}: {_one_line(e)}") from None
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, str, bool) and type(value) is tp:
+        return value
+    raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def profile_from_dict(kind: str, values: dict[str, Any], origin: str) -> Any:
+    """Validate ``values`` against the schema of ``kind`` and build the dataclass."""
+    k = KINDS[kind]
+    try:
+        return _build(k.schema, values, k.key)
+    except ConfigError as e:
+        raise ConfigError(f"{origin}: {e}") from None
+
+
+def load_profile(kind: str, name: str, conf_dir: Path = CONF_DIR) -> Any:
+    """Load ``conf/<folder>/<name>.yaml`` as the dataclass of ``kind`` (radio, node, edge, codec)."""
+    if kind not in KINDS:
+        raise ConfigError(f"profile kind={kind!r} not in {sorted(KINDS)}")
+    k = KINDS[kind]
+    path = conf_dir / k.folder / f"{name}.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{k.key}={name!r} not in {available(kind, conf_dir)}")
+    try:
+        values = OmegaConf.to_container(OmegaConf.load(path))
+    except Exception as e:  # noqa: BLE001 - any YAML error becomes one line naming the file
+        raise ConfigError(f"{path}: not valid YAML: {_one_line(e)}") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path}: expected a mapping of {k.schema.__name__} fields")
+    return profile_from_dict(kind, values, str(path))
