@@ -143,10 +143,10 @@ class RadioProfile:
     def __post_init__(self) -> None:
         if not self.layers:
             raise ValueError(f"RadioProfile {self.name!r}: layers must not be empty")
+        _positive(self, ("p_tx_mw", "max_period_s"), allow_zero=False)
         _positive(self, tuple(f.name for f in fields(self)
                               if f.name.endswith(("_s", "_mw", "_bps", "_bytes")) or f.name in (
                                   "ifs_per_frame", "frames_per_event")))
-        _positive(self, ("p_tx_mw", "max_period_s"), allow_zero=False)
         if not 0 <= self.per < 1:
             raise ValueError(f"RadioProfile.per={self.per} must be in [0, 1)")
         if not 0 < self.duty_cycle <= 1:
