@@ -212,3 +212,26 @@ def test_layer_header_must_fit():
 
 def test_conf_dir_is_the_repo_conf():
     assert (CONF_DIR / "radio" / "ble5.yaml").is_file() and isinstance(CONF_DIR, Path)
+
+
+def test_time_edge_ms_measures_the_module():
+    import torch
+
+    from objectives.costs.measure import time_edge_ms
+
+    slow = torch.nn.Sequential(*[torch.nn.Conv2d(8, 8, 3, padding=1) for _ in range(6)])
+    fast = torch.nn.Identity()
+    x = torch.rand(1, 8, 64, 64)
+    t_slow, t_fast = time_edge_ms(slow, x, repeats=5), time_edge_ms(fast, x, repeats=5)
+    assert t_slow > 0 and t_slow > t_fast
+
+
+def test_host_codec_profile_scaling():
+    from objectives.costs.measure import CodecMeasurement, host_codec_profile, measure_codec
+
+    m = CodecMeasurement("zlib", 6, 1000, 400, host_compress_s_per_byte=20e-9, host_decompress_mb_per_s=300)
+    p = host_codec_profile(m, host_clock_hz=3e9, node_scale=10, node_ram_bytes=1024)
+    assert p.compress_cycles_per_byte == pytest.approx(20e-9 * 3e9 * 10)
+    assert p.decompress_mb_per_s == 300 and "node_scale=10" in p.source
+    real = measure_codec("zstd", bytes(range(256)) * 20, repeats=2)
+    assert real.level == 3 and real.host_compress_s_per_byte > 0 and real.compressed_bytes < real.raw_bytes
