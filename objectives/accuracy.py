@@ -1,0 +1,107 @@
+"""Accuracy and payload of a (split) detector on a validation set: predictions, COCO mAP, payload bytes per
+codec from the real encoder, and the empirical entropy of the quantized codes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from models import YOLOHeadConfig, decode_heads, postprocess
+from models.codec import CODECS, encode_detections, encode_features, packed_nbytes
+from models.interface import QuantInterface
+from models.split import SplitModel
+from objectives.data.batches import Batches
+from objectives.data.synthetic import ImageSet
+from objectives.metrics import APResult, average_precision
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: ImageSet, head: YOLOHeadConfig, conf_threshold: float = 0.001,
+            nms_iou: float = 0.5, batch_size: int = 32, device: torch.device | str = "cpu",
+            max_det: int = 100) -> list[np.ndarray]:
+    """Detections per image, (n, 6): x1, y1, x2, y2 (pixels), score, class."""
+    model.eval().to(device)
+    out = []
+    for imgs, _ in Batches(data, batch_size, device=device):
+        dets = postprocess(decode_heads(model(imgs), head), conf_threshold, nms_iou, max_det=max_det)
+        out.extend(d.cpu().numpy() for d in dets)
+    return out
+
+
+def ground_truth(data: ImageSet, size: int) -> list[np.ndarray]:
+    """Labels as (m, 5) pixel boxes x1, y1, x2, y2, class."""
+    gts = []
+    for lab in data.labels:
+        lab = np.asarray(lab, dtype=np.float64).reshape(-1, 5)
+        c, cx, cy, w, h = lab.T
+        gts.append(np.stack([(cx - w / 2) * size, (cy - h / 2) * size, (cx + w / 2) * size, (cy + h / 2) * size, c], 1))
+    return gts
+
+
+def evaluate_map(model: nn.Module, data: ImageSet, head: YOLOHeadConfig, size: int, conf_threshold: float = 0.001,
+                 nms_iou: float = 0.5, device: torch.device | str = "cpu", batch_size: int = 32) -> APResult:
+    dets = predict(model, data, head, conf_threshold, nms_iou, batch_size, device)
+    return average_precision(dets, ground_truth(data, size), head.num_classes)
+
+
+@dataclass(frozen=True)
+class PayloadStats:
+    """Payload sizes over a data set, from the real encoder (header included).
+
+    Attributes:
+        raw_bytes: bytes before the codec (packed codes, 8-bit image or detection rows).
+        mean_bytes, max_bytes: per codec.
+        entropy_bytes: empirical entropy of the codes (order-0, over the whole set) x values / 8: a lower
+            bound for any codec that codes values independently.
+        best_codec: the codec with the smallest mean.
+    """
+
+    raw_bytes: int
+    mean_bytes: dict[str, float]
+    max_bytes: dict[str, int]
+    entropy_bytes: float
+    best_codec: str
+
+
+@torch.no_grad()
+def payload_stats(split_model: SplitModel, data: ImageSet, codecs: tuple[str, ...] = tuple(CODECS),
+                  head: YOLOHeadConfig | None = None, conf_threshold: float = 0.25, nms_iou: float = 0.5,
+                  batch_size: int = 32, device: torch.device | str = "cpu", limit: int | None = None) -> PayloadStats:
+    """Encode every image's payload at the partition point with each codec."""
+    split_model.eval().to(device)
+    sizes: dict[str, list[int]] = {c: [] for c in codecs}
+    hist = np.zeros(256, dtype=np.int64)
+    raw = 0
+    seen = 0
+    for imgs, _ in Batches(data, batch_size, device=device):
+        if split_model.j == 6:
+            if head is None:
+                raise ValueError("payload_stats at j=6 needs the head config to decode detections")
+            dets = postprocess(decode_heads(split_model.node(imgs), head), conf_threshold, nms_iou)
+            for d in dets:
+                for c in codecs:
+                    sizes[c].append(len(encode_detections(d, c)))
+                raw = max(raw, len(d) * 12)
+        else:
+            iface: QuantInterface = split_model.interface
+            f = split_model.node(imgs)
+            codes = iface.quantize(f).cpu()
+            hist += np.bincount(codes.numpy().ravel(), minlength=256)
+            raw = packed_nbytes(codes[0].numel(), iface.bits)
+            for q in codes:
+                for c in codecs:
+                    sizes[c].append(len(encode_features(q, iface.bits, float(iface.mu), float(iface.max), c)))
+        seen += len(imgs)
+        if limit and seen >= limit:
+            break
+    mean = {c: float(np.mean(v)) for c, v in sizes.items()}
+    entropy = 0.0
+    if hist.sum():
+        p = hist[hist > 0] / hist.sum()
+        per_image_values = hist.sum() / max(seen, 1)
+        entropy = float(-(p * np.log2(p)).sum() * per_image_values / 8)
+    return PayloadStats(raw, mean, {c: int(max(v)) for c, v in sizes.items()}, entropy,
+                        min(mean, key=mean.get))

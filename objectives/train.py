@@ -1,0 +1,319 @@
+"""Baseline training from scratch and fine-tuning of split, quantized, pruned models.
+
+Baseline recipe (measured to reach the mAP target on the embedded data on 2 cores; see README): AdamW,
+linear warm-up then cosine decay, bf16 autocast on CPU where supported, an exponential moving average (EMA)
+of the weights for evaluation, k-means anchors from the training boxes, grid-sensitive centres and
+multi-cell positives in the loss (:class:`models.yolo.YOLOLoss`), scale/flip/colour augmentation.
+
+Fine-tuning is quantization-aware through the straight-through interface, with optional knowledge
+distillation from the baseline on the detection outputs and on the feature after the edge's first layer.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import logging
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from models import TinyYOLOv3, TinyYOLOv3Config, YOLOHeadConfig, YOLOLoss
+from models.split import SplitModel
+from objectives.data.batches import AugmentConfig, Batches
+from objectives.data.synthetic import ImageSet
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when present, else CPU; ``cpu``/``cuda``/``cuda:N`` are taken as given."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={name!r} but no CUDA device is available; use device=auto or cpu")
+    return dev
+
+
+def autocast(device: torch.device, amp: str):
+    """bf16 autocast for ``amp='bf16'`` (CPU and CUDA), fp16 for ``'fp16'`` on CUDA; a no-op for ``'none'``."""
+    if amp == "none":
+        return torch.autocast(device.type, enabled=False)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[amp]
+    return torch.autocast(device.type, dtype=dtype)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimization settings for baseline training or fine-tuning.
+
+    ``epochs`` (float: a fraction of an epoch is allowed) or ``steps`` (if > 0, wins) sets the budget;
+    ``max_minutes`` stops earlier on wall time.
+    """
+
+    epochs: float = 30.0
+    steps: int = 0
+    batch_size: int = 32
+    lr: float = 2e-3
+    weight_decay: float = 5e-4
+    warmup_epochs: float = 1.0
+    min_lr_ratio: float = 0.05
+    ema_decay: float = 0.999
+    amp: str = "bf16"
+    seed: int = 0
+    max_minutes: float = 0.0
+    grad_clip: float = 10.0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.amp not in ("bf16", "fp16", "none"):
+            raise ValueError(f"train.amp={self.amp!r} not in ['bf16', 'fp16', 'none']")
+        if self.epochs <= 0 and self.steps <= 0:
+            raise ValueError(f"train.epochs={self.epochs} and train.steps={self.steps}: one must be > 0")
+        if self.batch_size < 1 or self.lr <= 0:
+            raise ValueError(f"train.batch_size={self.batch_size} and train.lr={self.lr} must be positive")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation from the baseline during fine-tuning (0 disables a term)."""
+
+    output_weight: float = 1.0  # MSE between student and teacher raw head outputs (objectness + boxes)
+    feature_weight: float = 0.0  # MSE on the output of the edge's first conv layer
+    temperature: float = 1.0
+
+
+class ModelEMA:
+    """Exponential moving average of a model's weights (YOLOv5-style warm-up of the decay)."""
+
+    def __init__(self, model: nn.Module, decay: float = 0.999, tau: float = 2000.0) -> None:
+        self.ema = copy.deepcopy(model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        self.decay, self.tau, self.updates = decay, tau, 0
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        self.updates += 1
+        d = self.decay * (1 - math.exp(-self.updates / self.tau))
+        msd = model.state_dict()
+        for k, v in self.ema.state_dict().items():
+            if v.dtype.is_floating_point:
+                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
+            else:
+                v.copy_(msd[k])
+
+
+def head_config(cfg: TinyYOLOv3Config) -> YOLOHeadConfig:
+    return YOLOHeadConfig(num_classes=cfg.num_classes, anchors=tuple(map(tuple, cfg.scaled_anchors.tolist())))
+
+
+def kmeans_anchors(wh: np.ndarray, k: int = 6, iters: int = 60, seed: int = 0) -> np.ndarray:
+    """k-means on box sizes with 1 - IoU distance (YOLOv2). ``wh`` (N, 2) pixels -> (k, 2) sorted by area."""
+    wh = np.asarray(wh, dtype=np.float64)
+    wh = wh[(wh > 1).all(1)]
+    if len(wh) < k:
+        raise ValueError(f"k-means anchors need at least {k} boxes, got {len(wh)}")
+    rng = np.random.default_rng(seed)
+    centres = wh[rng.choice(len(wh), k, replace=False)]
+    for _ in range(iters):
+        inter = np.minimum(wh[:, None], centres[None]).prod(2)
+        iou = inter / (wh.prod(1)[:, None] + centres.prod(1)[None] - inter)
+        assign = iou.argmax(1)
+        new = np.array([np.median(wh[assign == j], 0) if (assign == j).any() else centres[j] for j in range(k)])
+        if np.allclose(new, centres):
+            break
+        centres = new
+    return centres[np.argsort(centres.prod(1))]
+
+
+def _lr_at(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
+    if step < warmup:
+        return cfg.lr * (0.1 + 0.9 * step / max(warmup, 1))
+    p = (step - warmup) / max(total - warmup, 1)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite; the message says when."""
+
+
+def fit(
+    model: nn.Module,
+    head: YOLOHeadConfig,
+    input_size: int,
+    data: ImageSet,
+    cfg: TrainConfig,
+    device: torch.device,
+    teacher: nn.Module | None = None,
+    distill: DistillConfig | None = None,
+    feature_taps: tuple[nn.Module, nn.Module] | None = None,
+    desc: str = "train",
+    progress: bool = True,
+) -> tuple[nn.Module, dict[str, float]]:
+    """Train ``model`` (any module returning the two raw head outputs) and return its EMA copy.
+
+    Returns:
+        (EMA model in eval mode, stats: steps, seconds, last loss).
+    """
+    torch.manual_seed(cfg.seed)
+    model.to(device).train()
+    loss_fn = YOLOLoss(head, input_size)
+    batches = Batches(data, cfg.batch_size, shuffle=True, augment=cfg.augment, device=device, seed=cfg.seed)
+    per_epoch = len(batches)
+    total = cfg.steps if cfg.steps > 0 else max(1, int(round(cfg.epochs * per_epoch)))
+    warmup = min(int(cfg.warmup_epochs * per_epoch), total // 3)
+    decay, no_decay = [], []
+    for n_, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    ema = ModelEMA(model, cfg.ema_decay, tau=max(50.0, min(2000.0, total / 5)))
+    if teacher is not None:
+        teacher.to(device).eval()
+    feats: dict[str, torch.Tensor] = {}
+    hooks = []
+    if distill is not None and distill.feature_weight > 0 and feature_taps is not None:
+        hooks = [feature_taps[0].register_forward_hook(lambda m, i, o: feats.__setitem__("s", o)),
+                 feature_taps[1].register_forward_hook(lambda m, i, o: feats.__setitem__("t", o))]
+    t0, step, last = time.time(), 0, float("nan")
+    bar = tqdm(total=total, desc=desc, disable=not progress, leave=False, unit="step")
+    try:
+        while step < total:
+            for imgs, targets in batches:
+                for group in opt.param_groups:
+                    group["lr"] = _lr_at(step, total, warmup, cfg)
+                with autocast(device, cfg.amp):
+                    out = model(imgs)
+                    loss, parts = loss_fn(out, targets)
+                    if teacher is not None and distill is not None:
+                        with torch.no_grad():
+                            t_out = teacher(imgs)
+                        if distill.output_weight > 0:
+                            kd = sum(F.mse_loss(s.float(), t.float()) for s, t in zip(out, t_out, strict=True))
+                            loss = loss + distill.output_weight * kd
+                        if distill.feature_weight > 0 and "s" in feats and "t" in feats:
+                            loss = loss + distill.feature_weight * F.mse_loss(feats["s"].float(), feats["t"].float())
+                if not torch.isfinite(loss):
+                    raise TrainingDiverged(f"{desc}: loss is {float(loss)} at step {step} of {total}")
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+                opt.step()
+                ema.update(model)
+                step += 1
+                last = float(loss.detach())
+                bar.update(1)
+                if step % 10 == 0:
+                    bar.set_postfix(loss=f"{last:.3f}")
+                if step >= total or (cfg.max_minutes and time.time() - t0 > cfg.max_minutes * 60):
+                    break
+            if cfg.max_minutes and time.time() - t0 > cfg.max_minutes * 60:
+                break
+    finally:
+        bar.close()
+        for h in hooks:
+            h.remove()
+    return ema.ema, {"steps": step, "seconds": time.time() - t0, "loss": last, "epochs": step / per_epoch}
+
+
+# ------------------------------------------------------------------------------------------ baseline
+
+
+@dataclass(frozen=True)
+class BaselineResult:
+    model: TinyYOLOv3
+    seconds: float
+    cached: bool
+    path: Path
+
+
+def _cache_key(model_cfg: TinyYOLOv3Config, data_key: str, train: TrainConfig, kmeans: bool) -> str:
+    blob = json.dumps({"v": 1, "model": asdict(model_cfg), "data": data_key, "train": asdict(train),
+                       "kmeans": kmeans}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def train_baseline(
+    model_cfg: TinyYOLOv3Config,
+    train_data: ImageSet,
+    data_key: str,
+    cfg: TrainConfig,
+    cache_dir: Path,
+    device: torch.device,
+    kmeans: bool = True,
+    progress: bool = True,
+) -> BaselineResult:
+    """Train the unsplit detector from scratch, or load it from ``cache_dir``.
+
+    The checkpoint is keyed by a hash of the model, data and training config and loaded with
+    ``weights_only=True``; a corrupt or mismatched file is rebuilt with a warning.
+    """
+    key = _cache_key(model_cfg, data_key, cfg, kmeans)
+    path = Path(cache_dir) / f"baseline-{key}.pt"
+    if path.is_file():
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+            anchors = tuple(tuple(float(v) for v in a) for a in ckpt["anchors"])
+            mcfg = replace(model_cfg, anchors=anchors)
+            model = TinyYOLOv3(mcfg)
+            model.load_state_dict(ckpt["state_dict"])
+            if ckpt.get("key") != key:
+                raise ValueError("checkpoint key mismatch")
+            return BaselineResult(model.eval(), float(ckpt.get("seconds", 0.0)), True, path)
+        except Exception as e:  # noqa: BLE001 - any bad cache is rebuilt, never a crash
+            warnings.warn(f"baseline cache {path} is unusable ({type(e).__name__}: {e}); retraining", stacklevel=2)
+    mcfg = model_cfg
+    if kmeans:
+        wh = np.concatenate([lab[:, 3:5] for lab in train_data.labels if len(lab)]) * model_cfg.input_size
+        scaled = kmeans_anchors(wh, 6, seed=cfg.seed) * (416 / model_cfg.input_size)  # anchors are stored at 416 px
+        mcfg = replace(model_cfg, anchors=tuple(map(tuple, scaled.round(2).tolist())))
+    torch.manual_seed(cfg.seed)
+    model = TinyYOLOv3(mcfg)
+    ema, stats = fit(model, head_config(mcfg), mcfg.input_size, train_data, cfg, device, desc="baseline",
+                     progress=progress)
+    ema = ema.cpu().eval()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    torch.save({"key": key, "state_dict": ema.state_dict(), "anchors": [list(a) for a in mcfg.anchors],
+                "seconds": stats["seconds"]}, tmp)
+    tmp.replace(path)
+    return BaselineResult(ema, stats["seconds"], False, path)
+
+
+# ------------------------------------------------------------------------------------------ fine-tuning
+
+
+def finetune(
+    split_model: SplitModel,
+    baseline: TinyYOLOv3,
+    data: ImageSet,
+    cfg: TrainConfig,
+    device: torch.device,
+    distill: DistillConfig | None = DistillConfig(),
+    progress: bool = True,
+) -> tuple[SplitModel, dict[str, float]]:
+    """Quantization-aware fine-tuning of a split (and maybe pruned) model, distilled from ``baseline``.
+
+    The feature distillation term compares the output of the edge's first conv (student) with the same layer
+    of the baseline (teacher); it is skipped where the pruned student's layer has another shape.
+    """
+    taps = None
+    if distill is not None and distill.feature_weight > 0 and 0 < split_model.j < 6:
+        first_edge = min(int(k) for k, m in split_model.edge.layers.items() if hasattr(m, "conv"))
+        taps = (split_model.edge.layers[str(first_edge)], baseline.layers[first_edge])
+    ema, stats = fit(split_model, head_config(split_model.cfg), split_model.cfg.input_size, data, cfg, device,
+                     teacher=baseline if distill is not None else None, distill=distill, feature_taps=taps,
+                     desc=f"finetune j={split_model.j}", progress=progress)
+    return ema.cpu().eval(), stats

@@ -1,0 +1,49 @@
+"""Benchmark: generate the embedded dataset and train the baseline from scratch; print time and mAP.
+
+    python tests/benchmarks/bench_baseline.py [--epochs 26] [--minutes 10] [--cache studies/cache]
+
+Prints: dataset generation seconds, training seconds, epochs done, mAP@0.5 and mAP@[.5:.95] on val.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+
+from models import TinyYOLOv3Config
+from objectives.accuracy import evaluate_map
+from objectives.data.synthetic import SyntheticConfig, cached
+from objectives.train import TrainConfig, head_config, resolve_device, train_baseline
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--epochs", type=float, default=26)
+    ap.add_argument("--minutes", type=float, default=10)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--amp", default="bf16")
+    ap.add_argument("--cache", type=Path, default=Path("studies/cache"))
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    dev = resolve_device(args.device)
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    dcfg = SyntheticConfig()
+    t = time.time()
+    train, val = cached(dcfg, args.cache)
+    print(f"data: {len(train)} train / {len(val)} val in {time.time() - t:.1f} s (cached or generated)", flush=True)
+    mcfg = TinyYOLOv3Config(num_classes=1, input_size=dcfg.size)
+    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, amp=args.amp, max_minutes=args.minutes)
+    res = train_baseline(mcfg, train, dcfg.key(), tcfg, args.cache, dev, progress=False)
+    t = time.time()
+    r = evaluate_map(res.model, val, head_config(res.model.cfg), dcfg.size, device=dev)
+    print(f"baseline: trained in {res.seconds:.0f} s (cached={res.cached}) on {dev}, "
+          f"mAP@0.5={r.map50:.4f} mAP@[.5:.95]={r.map50_95:.4f} (eval {time.time() - t:.1f} s), "
+          f"anchors={res.model.cfg.anchors}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
