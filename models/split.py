@@ -215,6 +215,8 @@ def split(model: TinyYOLOv3, j: int, bits: int = 8, midpoint: bool = False, inte
     """
     check_partition(j)
     src = copy.deepcopy(model) if copy_model else model
+    if copy_model:
+        src.requires_grad_(True)  # the split model is for pruning and fine-tuning (an EMA copy may be frozen)
     cut = CUT_LAYER[j]
     layers = dict(enumerate(src.layers))
     node = NodePart({i: m for i, m in layers.items() if i <= cut}, cut)

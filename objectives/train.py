@@ -174,7 +174,7 @@ def fit(
     total = cfg.steps if cfg.steps > 0 else max(1, int(round(cfg.epochs * per_epoch)))
     warmup = min(int(cfg.warmup_epochs * per_epoch), total // 3)
     decay, no_decay = [], []
-    for n_, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -225,6 +225,7 @@ def fit(
         bar.close()
         for h in hooks:
             h.remove()
+    ema.ema.requires_grad_(True)  # a trainable module again (pruning traces gradients)
     return ema.ema, {"steps": step, "seconds": time.time() - t0, "loss": last, "epochs": step / per_epoch}
 
 

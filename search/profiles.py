@@ -55,7 +55,18 @@ def _type_name(t: Any) -> str:
 
 def _build(tp: Any, value: Any, key: str) -> Any:
     """Check ``value`` against type ``tp`` (dataclass, list, Optional, scalar) and build it."""
+    if tp is Any:
+        return value
     origin = get_origin(tp)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        return dict(value)
+    if origin is tuple:
+        args = get_args(tp)
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise ConfigError(f"{key}: expected {len(args)} values, got {value!r}")
+        return tuple(_build(a, v, f"{key}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
     if origin is Union or origin is types.UnionType:
         args = [a for a in get_args(tp) if a is not type(None)]
         if value is None:

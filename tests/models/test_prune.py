@@ -108,3 +108,10 @@ def test_bad_prune_requests(small_model):
     with pytest.raises(ValueError, match="channels"):
         prune(sm, {4: 0})
     assert set(CRITERIA) == {"l1", "l2", "bn_scale", "taylor"}
+
+
+def test_prune_works_on_a_frozen_copy(small_model):
+    """A baseline whose parameters do not require grad (an EMA copy) still splits and prunes."""
+    small_model.requires_grad_(False)
+    sm = split(small_model, 2, interface=False)
+    assert prune(sm, {2: 1}) == {2: (8, 1)}

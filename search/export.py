@@ -1,0 +1,136 @@
+"""Exports of a study: trials.csv, pareto.csv/json, pareto.html (plotly, self-contained), terminal summary.
+
+Computing the rows (tested) is kept apart from drawing them (thin).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+import plotly.graph_objects as go
+from optuna.trial import TrialState
+
+PARAM_COLUMNS = ("j", "bits", "keep_cut", "keep_L0", "keep_L2", "keep_L4", "keep_L6", "criterion")
+
+
+def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """One flat row per trial: parameters, objectives, accuracy, payload, and the cost breakdowns."""
+    ua = t.user_attrs
+    row: dict[str, Any] = {"trial": t.number, "state": t.state.name, "role": ua.get("role", "primary"),
+                           "parent": ua.get("parent", t.number)}
+    for k in PARAM_COLUMNS:
+        row[k] = t.params.get(k)
+    row["radio"] = ua.get("radio", t.params.get("radio"))
+    row["codec"] = ua.get("codec", t.params.get("codec"))
+    vals = t.values if t.values is not None else [math.nan, math.nan]
+    row["node_energy_mJ"], row["latency_ms"] = vals[0], vals[1]
+    for k in ("mAP50", "mAP50_95", "mAP50_before_finetune", "baseline_mAP50", "constraint", "feasible",
+              "infeasible_reason", "payload_bytes", "raw_bytes", "node_macs", "edge_macs", "fail_reason"):
+        row[k] = ua.get(k)
+    for group in ("energy", "latency"):
+        for k, v in (ua.get(group) or {}).items():
+            row[f"{group}.{k}"] = v
+    acc = ua.get("accuracy") or {}
+    row["cut_shape"] = "x".join(map(str, acc.get("cut_shape", []))) or None
+    row["entropy_bytes"] = acc.get("entropy_bytes")
+    row["finetune_seconds"] = acc.get("finetune_seconds")
+    return row
+
+
+def study_frames(study: optuna.Study) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(all trials, feasible Pareto front) as data frames. The front comes from Optuna's own
+    ``study.best_trials`` (constraint-aware: only trials whose constraints are all <= 0)."""
+    trials = study.get_trials(deepcopy=False)
+    all_rows = pd.DataFrame([trial_row(t) for t in trials])
+    front = sorted(study.best_trials, key=lambda t: (t.values[0], t.values[1])) if any(
+        t.state == TrialState.COMPLETE for t in trials) else []
+    pareto = pd.DataFrame([trial_row(t) for t in front])
+    return all_rows, pareto
+
+
+def _json_default(o: Any) -> Any:
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return str(o)
+
+
+def export_all(study: optuna.Study, out_dir: Path) -> dict[str, Path]:
+    """Write trials.csv, pareto.csv, pareto.json and pareto.html into ``out_dir``."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    all_rows, pareto = study_frames(study)
+    paths = {name: out_dir / name for name in ("trials.csv", "pareto.csv", "pareto.json", "pareto.html")}
+    all_rows.to_csv(paths["trials.csv"], index=False)
+    pareto.to_csv(paths["pareto.csv"], index=False)
+    records = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
+               for r in pareto.to_dict(orient="records")]
+    meta = {"study": study.study_name, "objectives": ["node_energy_mJ", "latency_ms"],
+            "baseline_mAP50": study.user_attrs.get("baseline_mAP50"), "points": records}
+    paths["pareto.json"].write_text(json.dumps(meta, indent=1, default=_json_default))
+    pareto_figure(all_rows, pareto, study.study_name).write_html(paths["pareto.html"], include_plotlyjs=True,
+                                                                 full_html=True)
+    return paths
+
+
+SYMBOLS = {0: "square", 1: "circle", 2: "diamond", 3: "cross", 4: "x", 5: "triangle-up", 6: "star"}
+
+
+def pareto_figure(all_rows: pd.DataFrame, pareto: pd.DataFrame, title: str) -> go.Figure:
+    """Energy vs latency: colour = radio, symbol = partition j, infeasible grey, Pareto points outlined."""
+    fig = go.Figure()
+    if all_rows.empty:
+        return fig.update_layout(title=f"{title}: no trials yet")
+    done = all_rows[all_rows["state"] == "COMPLETE"]
+    hover_cols = [c for c in done.columns if c not in ("state",)]
+
+    def hover(df: pd.DataFrame) -> list[str]:
+        return ["<br>".join(f"{c}: {r[c]}" for c in hover_cols if pd.notna(r[c])) for _, r in df.iterrows()]
+
+    infeasible = done[done["feasible"] != True]  # noqa: E712 - None counts as infeasible
+    if len(infeasible):
+        fig.add_trace(go.Scatter(x=infeasible["latency_ms"], y=infeasible["node_energy_mJ"], mode="markers",
+                                 name="infeasible", marker=dict(color="lightgrey", size=7,
+                                 symbol=[SYMBOLS.get(int(j), "circle") for j in infeasible["j"]]),
+                                 text=hover(infeasible), hoverinfo="text"))
+    feasible = done[done["feasible"] == True]  # noqa: E712
+    for radio, df in feasible.groupby("radio"):
+        fig.add_trace(go.Scatter(x=df["latency_ms"], y=df["node_energy_mJ"], mode="markers", name=str(radio),
+                                 marker=dict(size=9, symbol=[SYMBOLS.get(int(j), "circle") for j in df["j"]]),
+                                 text=hover(df), hoverinfo="text"))
+    if len(pareto):
+        p = pareto.sort_values("latency_ms")
+        fig.add_trace(go.Scatter(x=p["latency_ms"], y=p["node_energy_mJ"], mode="lines+markers", name="Pareto front",
+                                 line=dict(color="black", dash="dot"),
+                                 marker=dict(size=14, color="rgba(0,0,0,0)", line=dict(color="black", width=2)),
+                                 text=hover(p), hoverinfo="text"))
+    fig.update_layout(title=f"{title}: node energy vs end-to-end latency (symbol = partition j: "
+                            + ", ".join(f"{j}={s}" for j, s in SYMBOLS.items()) + ")",
+                      xaxis_title="end-to-end latency [ms]", yaxis_title="node energy [mJ]", template="plotly_white")
+    fig.update_xaxes(type="log")
+    fig.update_yaxes(type="log")
+    return fig
+
+
+def summary_lines(study: optuna.Study, limit: int = 15) -> list[str]:
+    _, pareto = study_frames(study)
+    base = study.user_attrs.get("baseline_mAP50", float("nan"))
+    lines = [f"study {study.study_name}: {len(study.get_trials(deepcopy=False))} trials, "
+             f"{len(pareto)} feasible Pareto points (baseline mAP@0.5 {base:.4f})"]
+    if pareto.empty:
+        return lines
+    lines.append(f"{'j':>2} {'bits':>4} {'keep_cut':>8} {'radio':>7} {'codec':>5} {'mAP50':>6} {'payload B':>9} "
+                 f"{'energy mJ':>10} {'latency ms':>11}")
+    for _, r in pareto.head(limit).iterrows():
+        bits = "-" if pd.isna(r["bits"]) else int(r["bits"])
+        keep = "-" if pd.isna(r["keep_cut"]) else f"{r['keep_cut']:.3f}"
+        lines.append(f"{int(r['j']):>2} {bits:>4} {keep:>8} {r['radio']:>7} {r['codec']:>5} {r['mAP50']:>6.3f} "
+                     f"{int(r['payload_bytes']):>9} {r['node_energy_mJ']:>10.3f} {r['latency_ms']:>11.2f}")
+    return lines
+
+
+def print_summary(study: optuna.Study) -> None:
+    print("\n".join(summary_lines(study)), flush=True)

@@ -1,0 +1,87 @@
+"""Turn an Optuna trial into a frozen :class:`DesignPoint`. This is the only caller of ``trial.suggest_*``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import optuna
+
+from objectives.design import EARLIER_CONVS, DesignPoint
+from search.config import SpaceConfig
+
+
+def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig) -> DesignPoint:
+    """Sample a design point. Parameters that only exist for some j are only suggested there (conditional
+    space): ``bits``, ``keep_cut`` and ``keep_L<conv>`` for 1 <= j <= 5."""
+    j = int(trial.suggest_categorical("j", space.partitions))
+    bits, cut_keep, layer_keep = 8, 1.0, ()
+    criterion = space.criteria[0]
+    if 1 <= j <= 5:
+        bits = int(trial.suggest_categorical("bits", space.bits))
+        cut_keep = float(trial.suggest_float("keep_cut", space.cut_keep.low, space.cut_keep.high,
+                                             log=space.cut_keep.log))
+        if space.prune_earlier:
+            layer_keep = tuple(
+                (c, float(trial.suggest_float(f"keep_L{c}", space.layer_keep.low, space.layer_keep.high,
+                                              log=space.layer_keep.log)))
+                for c in EARLIER_CONVS[j])
+        if len(space.criteria) > 1:
+            criterion = str(trial.suggest_categorical("criterion", space.criteria))
+    codec = str(trial.suggest_categorical("codec", space.codecs))
+    radio = str(trial.suggest_categorical("radio", space.radios))
+    return DesignPoint(j, bits, cut_keep, layer_keep, criterion, codec, radio)
+
+
+def params_of(point: DesignPoint, space: SpaceConfig) -> dict[str, Any]:
+    """The trial parameters that :func:`suggest` would produce for ``point`` (to enqueue or add trials)."""
+    p: dict[str, Any] = {"j": point.j}
+    if 1 <= point.j <= 5:
+        p["bits"] = point.bits
+        p["keep_cut"] = point.cut_keep
+        if space.prune_earlier:
+            p.update({f"keep_L{c}": r for c, r in point.layer_keep})
+        if len(space.criteria) > 1:
+            p["criterion"] = point.criterion
+    p["codec"] = point.codec
+    p["radio"] = point.radio
+    return p
+
+
+def distributions_of(params: dict[str, Any], space: SpaceConfig) -> dict[str, optuna.distributions.BaseDistribution]:
+    """Optuna distributions of the given parameter names (for ``optuna.trial.create_trial``)."""
+    d: dict[str, optuna.distributions.BaseDistribution] = {}
+    for k in params:
+        if k == "j":
+            d[k] = optuna.distributions.CategoricalDistribution(space.partitions)
+        elif k == "bits":
+            d[k] = optuna.distributions.CategoricalDistribution(space.bits)
+        elif k == "keep_cut":
+            d[k] = optuna.distributions.FloatDistribution(space.cut_keep.low, space.cut_keep.high,
+                                                          log=space.cut_keep.log)
+        elif k.startswith("keep_L"):
+            d[k] = optuna.distributions.FloatDistribution(space.layer_keep.low, space.layer_keep.high,
+                                                          log=space.layer_keep.log)
+        elif k == "criterion":
+            d[k] = optuna.distributions.CategoricalDistribution(space.criteria)
+        elif k == "codec":
+            d[k] = optuna.distributions.CategoricalDistribution(space.codecs)
+        elif k == "radio":
+            d[k] = optuna.distributions.CategoricalDistribution(space.radios)
+        else:
+            raise KeyError(f"unknown parameter {k!r}")
+    return d
+
+
+def baseline_points(space: SpaceConfig) -> list[DesignPoint]:
+    """j=0, j=6 and every unpruned split point at the smallest bit width, each with the first codec/radio."""
+    codec, radio = space.codecs[0], space.radios[0]
+    pts = []
+    for j in space.partitions:
+        if 1 <= j <= 5:
+            if space.cut_keep.high < 1.0 or (space.prune_earlier and space.layer_keep.high < 1.0):
+                continue  # an unpruned point is outside this space
+            keeps = tuple((c, 1.0) for c in EARLIER_CONVS[j]) if space.prune_earlier else ()
+            pts.append(DesignPoint(j, min(space.bits), 1.0, keeps, space.criteria[0], codec, radio))
+        else:
+            pts.append(DesignPoint(j, 8, 1.0, (), space.criteria[0], codec, radio))
+    return pts

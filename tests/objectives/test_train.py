@@ -1,0 +1,153 @@
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from models import TinyYOLOv3, TinyYOLOv3Config, calibrate, prune, split
+from objectives.accuracy import evaluate_map, ground_truth, payload_stats, predict
+from objectives.data.batches import AugmentConfig
+from objectives.data.synthetic import SyntheticConfig, generate
+from objectives.metrics import average_precision
+from objectives.train import (
+    DistillConfig,
+    ModelEMA,
+    TrainConfig,
+    TrainingDiverged,
+    finetune,
+    fit,
+    head_config,
+    kmeans_anchors,
+    resolve_device,
+    train_baseline,
+)
+
+CFG = TinyYOLOv3Config(num_classes=1, input_size=64, width=0.125)
+DATA = SyntheticConfig(size=64, n_train=32, n_val=8, seed=1, min_foot=12, max_foot=30)
+QUICK = TrainConfig(steps=6, batch_size=8, lr=2e-3, amp="bf16", augment=AugmentConfig())
+
+
+@pytest.fixture(scope="module")
+def data():
+    return generate(DATA, "train", workers=1)
+
+
+def test_kmeans_anchors_recovers_clusters():
+    rng = np.random.default_rng(0)
+    centres = np.array([[10, 12], [20, 40], [40, 25], [60, 60], [90, 120], [150, 100]], float)
+    wh = np.concatenate([c * rng.uniform(0.95, 1.05, (50, 2)) for c in centres])
+    got = kmeans_anchors(wh, 6)
+    assert np.allclose(got, centres[np.argsort(centres.prod(1))], rtol=0.05)
+    with pytest.raises(ValueError, match="at least 6 boxes"):
+        kmeans_anchors(wh[:3], 6)
+
+
+def test_ema_tracks_weights():
+    m = torch.nn.Linear(2, 1)
+    ema = ModelEMA(m, decay=0.5, tau=1e-9)
+    with torch.no_grad():
+        m.weight.fill_(1.0)
+    ema.update(m)
+    before = ema.ema.weight.clone()
+    assert not torch.equal(before, m.weight)
+    for _ in range(30):
+        ema.update(m)
+    assert torch.allclose(ema.ema.weight, m.weight, atol=1e-6)
+
+
+def test_fit_learns_on_a_few_images(data):
+    """Over-fitting 8 images: the loss falls and mAP on those images rises well above an untrained model."""
+    torch.manual_seed(0)
+    few = type(data)(data.images[:8], data.labels[:8], data.class_names)
+    model = TinyYOLOv3(CFG)
+    head = head_config(CFG)
+    before = evaluate_map(model, few, head, 64).map50
+    cfg = TrainConfig(steps=120, batch_size=8, lr=5e-3, warmup_epochs=0, ema_decay=0.9, amp="bf16",
+                      augment=AugmentConfig(flip_lr=0, brightness=0, saturation=0, contrast=0, scale=(1, 1),
+                                            translate=0))
+    ema, stats = fit(model, head, 64, few, cfg, torch.device("cpu"), progress=False)
+    after = evaluate_map(ema, few, head, 64).map50
+    assert stats["steps"] == 120
+    assert after > max(0.5, before + 0.3), (before, after)
+
+
+def test_divergence_is_reported(data):
+    model = TinyYOLOv3(CFG)
+    with torch.no_grad():
+        model.layers[15].bias.fill_(float("nan"))
+    with pytest.raises(TrainingDiverged, match="loss is nan at step 0"):
+        fit(model, head_config(CFG), 64, data, QUICK, torch.device("cpu"), progress=False)
+
+
+def test_baseline_cache_reused_and_rebuilt(tmp_path, data):
+    dev = torch.device("cpu")
+    a = train_baseline(CFG, data, "k1", QUICK, tmp_path, dev, progress=False)
+    assert not a.cached and a.path.is_file()
+    assert a.model.cfg.anchors != CFG.anchors  # k-means anchors from the data
+    b = train_baseline(CFG, data, "k1", QUICK, tmp_path, dev, progress=False)
+    assert b.cached
+    for k, v in a.model.state_dict().items():
+        assert torch.equal(v, b.model.state_dict()[k])
+    a.path.write_bytes(b"garbage")
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        c = train_baseline(CFG, data, "k1", QUICK, tmp_path, dev, progress=False)
+    assert not c.cached and any("unusable" in str(x.message) for x in w)
+    other = train_baseline(CFG, data, "k2", QUICK, tmp_path, dev, progress=False)
+    assert other.path != a.path  # a different data key is a different checkpoint
+
+
+def test_finetune_split_pruned_quantized(data):
+    torch.manual_seed(0)
+    base = TinyYOLOv3(CFG).eval()
+    sm = split(base, 3, bits=1)
+    prune(sm, {4: 1, 0: 0.5})
+    x = torch.from_numpy(data.images[:16]).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        calibrate(sm.interface, [sm.node(x)])
+    w0 = sm.layer(0).conv.weight.detach().clone()
+    tuned, stats = finetune(sm, base, data, QUICK, torch.device("cpu"),
+                            DistillConfig(output_weight=1.0, feature_weight=1.0), progress=False)
+    assert stats["steps"] == 6
+    assert not torch.equal(tuned.layer(0).conv.weight, w0)  # node layers learn through the STE
+    assert tuned.interface.enabled and tuned.cut_shape() == (1, 8, 8)
+    dets = predict(tuned, data, head_config(CFG))
+    assert len(dets) == len(data) and all(d.shape[1] == 6 for d in dets)
+
+
+def test_payload_stats_real_encoder(data):
+    torch.manual_seed(0)
+    sm = split(TinyYOLOv3(CFG), 4, bits=1).eval()
+    x = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        calibrate(sm.interface, [sm.node(x)])
+    st = payload_stats(sm, data, ("none", "zlib", "zstd"))
+    c, h, w = sm.cut_shape()
+    assert st.raw_bytes == (c * h * w + 7) // 8
+    assert st.mean_bytes["none"] == 24 + st.raw_bytes  # header + packed codes, exactly
+    assert all(st.max_bytes[k] <= 24 + st.raw_bytes for k in st.max_bytes)  # a codec never expands
+    assert 0 <= st.entropy_bytes <= st.raw_bytes + 1e-9
+    assert st.best_codec in ("none", "zlib", "zstd")
+
+
+def test_evaluate_map_perfect_predictions_score_one(data):
+    gts = ground_truth(data, 64)
+    dets = [np.c_[g[:, :4], np.full(len(g), 0.9), g[:, 4]] for g in gts]
+    assert average_precision(dets, gts, 1).map50 == pytest.approx(1.0)
+
+
+def test_resolve_device():
+    assert resolve_device("auto").type in ("cpu", "cuda")
+    assert resolve_device("cpu").type == "cpu"
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+@pytest.mark.parametrize("bad,match", [(dict(amp="fp8"), "amp"), (dict(epochs=0, steps=0), "epochs"),
+                                       (dict(batch_size=0), "batch_size")])
+def test_train_config_validation(bad, match):
+    with pytest.raises(ValueError, match=match):
+        TrainConfig(**bad)
