@@ -6,6 +6,10 @@ The node computes codes ``d = floor((f - mu) / s)`` with step ``s = max / 2**(b-
 (``f' = d * max + mu``). ``midpoint=True`` sets ``o = 1/2`` (reconstruct at the centre of each bin), which
 halves the worst-case error; it is an option, not the paper's formula.
 
+``recon="centroid"`` keeps the node side (Eq. 5) and the payload as they are but lets the edge map each code to
+the mean of the calibration values that fell in its bin (a Lloyd-style decoder table held by the edge model),
+which removes the large bias that Eq. 6 puts on 1-bit codes of skewed activations.
+
 ``mu`` is the mean of the feature over the calibration data and ``max`` the largest ``|f - mu|`` seen there,
 so the whole calibrated range maps onto the codes. In training the interface passes the gradient straight
 through (``f + (f' - f).detach()``) so the node layers keep learning.
@@ -28,19 +32,27 @@ class QuantInterface(nn.Module):
         enabled: when False, ``forward`` is the identity (the unsplit model's behaviour).
     """
 
-    def __init__(self, bits: int = 8, midpoint: bool = False, enabled: bool = True) -> None:
+    RECONSTRUCTIONS = ("paper", "midpoint", "centroid")
+
+    def __init__(self, bits: int = 8, midpoint: bool = False, enabled: bool = True, recon: str | None = None) -> None:
         super().__init__()
         if not isinstance(bits, int) or not 1 <= bits <= 8:
             raise ValueError(f"bits={bits!r} must be an integer in 1..8")
+        recon = recon or ("midpoint" if midpoint else "paper")
+        if recon not in self.RECONSTRUCTIONS:
+            raise ValueError(f"recon={recon!r} not in {list(self.RECONSTRUCTIONS)}")
         self.bits = bits
-        self.midpoint = midpoint
+        self.recon = recon
+        self.midpoint = recon == "midpoint"
         self.enabled = enabled
         self.register_buffer("mu", torch.zeros(()))
         self.register_buffer("max", torch.ones(()))
         self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
+        # per-code reconstruction values for recon="centroid" (mean of the calibration values in each bin)
+        self.register_buffer("centroids", torch.zeros(2 ** bits))
 
     def extra_repr(self) -> str:
-        return (f"bits={self.bits}, midpoint={self.midpoint}, enabled={self.enabled}, "
+        return (f"bits={self.bits}, recon={self.recon}, enabled={self.enabled}, "
                 f"mu={float(self.mu):.4g}, max={float(self.max):.4g}")
 
     @property
@@ -58,7 +70,9 @@ class QuantInterface(nn.Module):
         return (d + half).to(torch.uint8)
 
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
-        """Edge side: uint8 codes -> float feature (Eq. 6)."""
+        """Edge side: uint8 codes -> float feature (Eq. 6, or the bin centroids)."""
+        if self.recon == "centroid":
+            return self.centroids.to(codes.device)[codes.long()]
         d = codes.float() - 2 ** (self.bits - 1)
         return (d + (0.5 if self.midpoint else 0.0)) * self.step + self.mu
 
@@ -117,4 +131,15 @@ def calibrate(
     for f in get():
         max_abs = max(max_abs, float((f.double() - mu).abs().max()))
     interface.set_range(mu, max_abs if max_abs > 0 else 1.0)
+    if getattr(interface, "recon", None) == "centroid":
+        n = interface.levels
+        sums = torch.zeros(n, dtype=torch.float64)
+        counts = torch.zeros(n, dtype=torch.float64)
+        for f in get():
+            codes = interface.quantize(f).flatten().long().cpu()
+            sums += torch.bincount(codes, weights=f.flatten().double().cpu(), minlength=n)
+            counts += torch.bincount(codes, minlength=n).double()
+        # an empty bin keeps its Eq. 6 value (it is never produced by the calibration data)
+        eq6 = (torch.arange(n, dtype=torch.float64) - n // 2) * float(interface.step) + mu
+        interface.centroids.copy_(torch.where(counts > 0, sums / counts.clamp(min=1), eq6).float())
     return mu, interface.max.item()

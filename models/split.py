@@ -199,7 +199,7 @@ class SplitModel(nn.Module):
 
 
 def split(model: TinyYOLOv3, j: int, bits: int = 8, midpoint: bool = False, interface: bool = True,
-          copy_model: bool = True) -> SplitModel:
+          copy_model: bool = True, recon: str | None = None) -> SplitModel:
     """Split ``model`` at partition point j.
 
     Args:
@@ -207,6 +207,7 @@ def split(model: TinyYOLOv3, j: int, bits: int = 8, midpoint: bool = False, inte
         j: partition point 0..6.
         bits: interface bit width b (1..8); j=0 always sends 8-bit pixels.
         midpoint: reconstruct at bin centres (see :mod:`models.interface`).
+        recon: ``paper`` (Eq. 6), ``midpoint`` or ``centroid``; overrides ``midpoint`` when given.
         interface: build the interface enabled; with False the split model equals the unsplit one.
         copy_model: deep-copy the model first so pruning and fine-tuning never touch the baseline.
 
@@ -226,7 +227,7 @@ def split(model: TinyYOLOv3, j: int, bits: int = 8, midpoint: bool = False, inte
     elif j == 6:
         iface = None
     else:
-        iface = QuantInterface(bits=bits, midpoint=midpoint, enabled=interface)
+        iface = QuantInterface(bits=bits, midpoint=midpoint, enabled=interface, recon=recon)
     sm = SplitModel(node, iface, edge, j, src.cfg)
     sm.train(model.training)
     return sm

@@ -39,6 +39,8 @@ class EvalSettings:
     distill: DistillConfig | None = None
     measure_edge: bool = False
     progress: bool = False
+    recon: str = "centroid"
+    before_finetune: bool = True
 
 
 @dataclass(frozen=True)
@@ -112,7 +114,7 @@ def evaluate_accuracy(point: DesignPoint, baseline: TinyYOLOv3, train: ImageSet,
     t0 = time.time()
     cfg = baseline.cfg
     head = head_config(cfg)
-    sm = split(baseline, point.j, bits=point.bits)
+    sm = split(baseline, point.j, bits=point.bits, recon=s.recon)
     calib = _images(train, s.calib_images)
     _calibrate(sm, calib, device)
     keep = point.keep_map()
@@ -129,13 +131,15 @@ def evaluate_accuracy(point: DesignPoint, baseline: TinyYOLOv3, train: ImageSet,
         done = prune(sm, keep, point.criterion, example_input=calib[:1].to(device), loss_fn=loss_fn)
         kept = {str(k): [int(a), int(b)] for k, (a, b) in done.items()}
         _calibrate(sm, calib, device)  # the cut feature changed: re-calibrate mu and max
-    before = evaluate_map(sm, val, head, cfg.input_size, s.conf_threshold, s.nms_iou, device).map50
+    tune = s.finetune is not None and 1 <= point.j <= 5
+    before = float("nan")
+    if not tune or s.before_finetune:
+        r = evaluate_map(sm, val, head, cfg.input_size, s.conf_threshold, s.nms_iou, device)
+        before = r.map50
     ft_seconds, ft_steps = 0.0, 0
-    if s.finetune is not None and 1 <= point.j <= 5:
+    if tune:
         sm, stats = finetune(sm, baseline, train, s.finetune, device, s.distill, progress=s.progress)
         ft_seconds, ft_steps = stats["seconds"], int(stats["steps"])
-        r = evaluate_map(sm, val, head, cfg.input_size, s.conf_threshold, s.nms_iou, device)
-    else:
         r = evaluate_map(sm, val, head, cfg.input_size, s.conf_threshold, s.nms_iou, device)
     sub = type(val)(val.images[:s.payload_images], val.labels[:s.payload_images], val.class_names)
     ps = payload_stats(sm, sub, s.codecs, head=head, conf_threshold=s.payload_conf_threshold, nms_iou=s.nms_iou,

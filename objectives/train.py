@@ -76,12 +76,19 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
+        for name in ("epochs", "lr", "weight_decay", "warmup_epochs", "min_lr_ratio", "ema_decay", "max_minutes",
+                     "grad_clip"):
+            v = getattr(self, name)
+            if isinstance(v, int) and not isinstance(v, bool):
+                object.__setattr__(self, name, float(v))  # 26 and 26.0 are one config (and one cache key)
         if self.amp not in ("bf16", "fp16", "none"):
             raise ValueError(f"train.amp={self.amp!r} not in ['bf16', 'fp16', 'none']")
         if self.epochs <= 0 and self.steps <= 0:
             raise ValueError(f"train.epochs={self.epochs} and train.steps={self.steps}: one must be > 0")
-        if self.batch_size < 1 or self.lr <= 0:
-            raise ValueError(f"train.batch_size={self.batch_size} and train.lr={self.lr} must be positive")
+        if self.batch_size < 1:
+            raise ValueError(f"train.batch_size={self.batch_size} must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr={self.lr} must be > 0")
 
 
 @dataclass(frozen=True)
@@ -118,23 +125,36 @@ def head_config(cfg: TinyYOLOv3Config) -> YOLOHeadConfig:
     return YOLOHeadConfig(num_classes=cfg.num_classes, anchors=tuple(map(tuple, cfg.scaled_anchors.tolist())))
 
 
-def kmeans_anchors(wh: np.ndarray, k: int = 6, iters: int = 60, seed: int = 0) -> np.ndarray:
-    """k-means on box sizes with 1 - IoU distance (YOLOv2). ``wh`` (N, 2) pixels -> (k, 2) sorted by area."""
+def kmeans_anchors(wh: np.ndarray, k: int = 6, iters: int = 100, seed: int = 0, restarts: int = 5) -> np.ndarray:
+    """k-means on box sizes with 1 - IoU distance (YOLOv2), k-means++ seeding, best of ``restarts`` by mean
+    IoU of each box with its closest anchor. ``wh`` (N, 2) pixels -> (k, 2) sorted by area."""
     wh = np.asarray(wh, dtype=np.float64)
     wh = wh[(wh > 1).all(1)]
     if len(wh) < k:
         raise ValueError(f"k-means anchors need at least {k} boxes, got {len(wh)}")
+
+    def iou(a: np.ndarray, c: np.ndarray) -> np.ndarray:
+        inter = np.minimum(a[:, None], c[None]).prod(2)
+        return inter / (a.prod(1)[:, None] + c.prod(1)[None] - inter)
+
     rng = np.random.default_rng(seed)
-    centres = wh[rng.choice(len(wh), k, replace=False)]
-    for _ in range(iters):
-        inter = np.minimum(wh[:, None], centres[None]).prod(2)
-        iou = inter / (wh.prod(1)[:, None] + centres.prod(1)[None] - inter)
-        assign = iou.argmax(1)
-        new = np.array([np.median(wh[assign == j], 0) if (assign == j).any() else centres[j] for j in range(k)])
-        if np.allclose(new, centres):
-            break
-        centres = new
-    return centres[np.argsort(centres.prod(1))]
+    best, best_fit = None, -1.0
+    for _ in range(restarts):
+        centres = wh[rng.integers(len(wh))][None]
+        while len(centres) < k:  # k-means++: next centre far (in 1 - IoU) from the chosen ones
+            d = (1 - iou(wh, centres).max(1)) ** 2
+            pick = rng.choice(len(wh), p=d / d.sum()) if d.sum() > 0 else rng.integers(len(wh))
+            centres = np.vstack([centres, wh[pick]])
+        for _ in range(iters):
+            assign = iou(wh, centres).argmax(1)
+            new = np.array([np.median(wh[assign == j], 0) if (assign == j).any() else centres[j] for j in range(k)])
+            if np.allclose(new, centres):
+                break
+            centres = new
+        fit = iou(wh, centres).max(1).mean()
+        if fit > best_fit:
+            best, best_fit = centres, fit
+    return best[np.argsort(best.prod(1))]
 
 
 def _lr_at(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:

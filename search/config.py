@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any, List, Optional  # noqa: UP035 - typing generics for the builder
 
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
 from models.codec import CODECS
 from models.prune import CRITERIA
@@ -129,10 +130,13 @@ class DataConfig:
 class ModelConfig:
     width: float = 1.0
     kmeans_anchors: bool = True
+    recon: str = "centroid"
 
     def __post_init__(self) -> None:
         if not 0 < self.width <= 4:
             raise ConfigError(f"model.width={self.width} must be in (0, 4]")
+        if self.recon not in ("paper", "midpoint", "centroid"):
+            raise ConfigError(f"model.recon={self.recon!r} not in ['paper', 'midpoint', 'centroid']")
 
 
 @dataclass(frozen=True)
@@ -144,6 +148,7 @@ class EvalConfig:
     payload_conf_threshold: float = 0.25
     calib_images: int = 256
     payload_images: int = 100
+    before_finetune: bool = False
 
     def __post_init__(self) -> None:
         for k in ("conf_threshold", "nms_iou", "payload_conf_threshold"):
@@ -208,7 +213,13 @@ _SECTIONS = {"study": StudyConfig, "space": SpaceConfig, "data": DataConfig, "mo
 
 def load_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
     """Validate the composed config and build the :class:`RunConfig`."""
-    d = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    try:
+        d = (OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True) if isinstance(cfg, DictConfig)
+             else dict(cfg))
+    except MissingMandatoryValue as e:
+        raise ConfigError(f"{e.full_key} is missing: set it on the command line ({e.full_key}=...)") from None
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"{getattr(e, 'full_key', '')}: {' '.join(str(e).splitlines()[0].split())}") from None
     d.pop("hydra", None)
     known = {"study", "space", "data", "model", "train", "eval", "storage", "platform", "mode", "device",
              "studies_dir", "progress"}
@@ -267,4 +278,4 @@ def _train(d: dict[str, Any], key: str, defaults: TrainConfig) -> TrainConfig:
                 raise ConfigError(f"{key}.{k}: expected {type(default).__name__}, got {v!r}")
         return TrainConfig(augment=aug, **merged)
     except ValueError as e:
-        raise ConfigError(str(e).replace("train.", f"{key}.", 1)) from None
+        raise ConfigError(str(e).replace("train.", f"{key}.")) from None

@@ -92,6 +92,8 @@ def _build(tp: Any, value: Any, key: str) -> Any:
         kwargs = {n: _build(hints[n], v, f"{key}.{n}") for n, v in value.items()}
         try:
             return tp(**kwargs)
+        except ConfigError:
+            raise
         except (ValueError, TypeError) as e:
             raise ConfigError(f"{key}: {_one_line(e)}") from None
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
+import resource
 import time
 import warnings
 from dataclasses import dataclass
@@ -117,8 +118,11 @@ class Searcher:
             conf_threshold=rc.eval.conf_threshold, nms_iou=rc.eval.nms_iou,
             payload_conf_threshold=rc.eval.payload_conf_threshold, calib_images=rc.eval.calib_images,
             payload_images=rc.eval.payload_images, codecs=tuple(rc.space.codecs), finetune=ft,
-            distill=rc.train.distill, measure_edge=rc.platform.edge.measured, progress=rc.progress)
+            distill=rc.train.distill, measure_edge=rc.platform.edge.measured, progress=rc.progress,
+            recon=rc.model.recon, before_finetune=rc.eval.before_finetune)
         self.cache: dict[str, AccuracyResult] = {}
+        self.sibling_seconds = 0.0
+        self.trial_seconds: list[float] = []
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             acc = t.user_attrs.get("accuracy")
             if acc and set(rc.space.codecs) <= set(acc.get("payload_mean_bytes", {})):
@@ -137,6 +141,13 @@ class Searcher:
                               self.codecs[codec])
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        t0 = time.time()
+        try:
+            return self._objective(trial)
+        finally:
+            self.trial_seconds.append(time.time() - t0)
+
+    def _objective(self, trial: optuna.Trial) -> tuple[float, float]:
         point = suggest(trial, self.rc.space)
         trial.set_user_attr("role", "primary")
         trial.set_user_attr("radio", point.radio)
@@ -160,7 +171,8 @@ class Searcher:
         for k, v in attrs_for(acc, cost, self.baseline_map50, c_map, feasible).items():
             trial.set_user_attr(k, v)
         tqdm.write(f"trial {trial.number}: {acc.key} -> mAP@0.5 {acc.map50:.3f} (before fine-tune "
-                   f"{acc.map50_before_finetune:.3f}), {math.ceil(acc.payload_mean_bytes[point.codec])} B; "
+                   f"{acc.map50_before_finetune:.3f}, {acc.seconds:.0f} s), "
+                   f"{math.ceil(acc.payload_mean_bytes[point.codec])} B; "
                    f"{point.radio}/{point.codec}: {cost.node_energy_mj:.3f} mJ, {cost.latency_ms:.2f} ms"
                    f"{'' if feasible else ' (infeasible)'}")
         return cost.node_energy_mj, cost.latency_ms
@@ -170,6 +182,13 @@ class Searcher:
         """Add a sibling trial for every codec x radio of the space the primary did not take (idempotent)."""
         if trial.state != TrialState.COMPLETE or _role(trial) != "primary":
             return 0
+        t0 = time.time()
+        try:
+            return self._add_siblings(study, trial)
+        finally:
+            self.sibling_seconds += time.time() - t0
+
+    def _add_siblings(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
         acc = AccuracyResult.from_attrs(trial.user_attrs["accuracy"])
         have = {(t.user_attrs.get("radio"), t.user_attrs.get("codec"))
                 for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
@@ -222,6 +241,7 @@ def _make_sampler(rc: RunConfig) -> optuna.samplers.BaseSampler:
 
 def run(cfg: DictConfig | RunConfig) -> RunResult:
     """Run (or resume) the study described by ``cfg`` and write its exports."""
+    t_start = time.time()
     rc = cfg if isinstance(cfg, RunConfig) else load_run_config(cfg)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from Searcher instead
@@ -283,6 +303,13 @@ def run(cfg: DictConfig | RunConfig) -> RunResult:
         bar.close()
     export_all(study, export_dir)
     print_summary(study)
+    if searcher.trial_seconds:
+        ts = sorted(searcher.trial_seconds)
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        print(f"this run: {len(ts)} trials, median {ts[len(ts) // 2]:.1f} s, total {sum(ts):.0f} s; sibling trials "
+              f"(every radio x codec) {searcher.sibling_seconds:.2f} s = "
+              f"{100 * searcher.sibling_seconds / max(sum(ts), 1e-9):.2f} % of trial time; peak RSS {rss:.0f} MiB; "
+              f"wall {time.time() - t_start:.0f} s", flush=True)
     print(f"exports in {export_dir}/; inspect with: optuna-dashboard {url}", flush=True)
     return RunResult(study, url, export_dir, base_map, done)
 

@@ -83,3 +83,23 @@ def test_image_interface_is_lossless_for_8bit_images(small_model):
     sm = split(small_model, 0)
     x = torch.randint(0, 256, (2, 3, 160, 160)).float() / 255
     assert torch.equal(sm.interface.dequantize(sm.interface.quantize(x)), x)
+
+
+@pytest.mark.parametrize("bits", [1, 3])
+def test_centroid_reconstruction_is_the_bin_mean(bits):
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(4, 8, 6, 6, generator=g).abs() ** 2  # skewed, like post-activation features
+    q = QuantInterface(bits, recon="centroid")
+    calibrate(q, [f])
+    codes = q.quantize(f)
+    rec = q.dequantize(codes)
+    for c in codes.unique():
+        m = codes == c
+        assert torch.allclose(rec[m], f[m].mean().expand(int(m.sum())), atol=1e-5)
+    # better than Eq. 6 on the same codes
+    paper = QuantInterface(bits)
+    calibrate(paper, [f])
+    assert torch.equal(paper.quantize(f), codes)
+    assert (rec - f).square().mean() < (paper.dequantize(codes) - f).square().mean()
+    with pytest.raises(ValueError, match="recon"):
+        QuantInterface(1, recon="magic")

@@ -214,3 +214,13 @@ def test_coco_malformed_json_and_empty(tmp_path):
     p2, d2 = make_coco(tmp_path / "e", [], images=[])
     with pytest.raises(DataError, match="split is empty"):
         load_coco(p2, d2, 64)
+
+
+def test_preview_grid_draws_boxes(tmp_path, capsys):
+    from objectives.data import preview
+
+    preview.main(["--out", str(tmp_path / "s.png")])
+    img = np.asarray(Image.open(tmp_path / "s.png"))
+    assert img.shape == (4 * 160 * 2, 6 * 160 * 2, 3)
+    assert ((img[..., 0] == 255) & (img[..., 1] == 0) & (img[..., 2] == 0)).sum() > 100  # red boxes drawn
+    assert "labelled feet" in capsys.readouterr().out

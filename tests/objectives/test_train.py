@@ -58,18 +58,18 @@ def test_ema_tracks_weights():
 
 
 def test_fit_learns_on_a_few_images(data):
-    """Over-fitting 8 images: the loss falls and mAP on those images rises well above an untrained model."""
+    """Over-fitting 4 images: mAP on those images rises well above an untrained model's."""
     torch.manual_seed(0)
-    few = type(data)(data.images[:8], data.labels[:8], data.class_names)
+    few = type(data)(data.images[:4], data.labels[:4], data.class_names)
     model = TinyYOLOv3(CFG)
     head = head_config(CFG)
     before = evaluate_map(model, few, head, 64).map50
-    cfg = TrainConfig(steps=120, batch_size=8, lr=5e-3, warmup_epochs=0, ema_decay=0.9, amp="bf16",
+    cfg = TrainConfig(steps=250, batch_size=4, lr=5e-3, warmup_epochs=0, ema_decay=0.9, amp="bf16",
                       augment=AugmentConfig(flip_lr=0, brightness=0, saturation=0, contrast=0, scale=(1, 1),
                                             translate=0))
     ema, stats = fit(model, head, 64, few, cfg, torch.device("cpu"), progress=False)
     after = evaluate_map(ema, few, head, 64).map50
-    assert stats["steps"] == 120
+    assert stats["steps"] == 250
     assert after > max(0.5, before + 0.3), (before, after)
 
 

@@ -1,0 +1,76 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from models import TinyYOLOv3, TinyYOLOv3Config
+from models.codec import HEADER_BYTES
+from objectives.data.synthetic import SyntheticConfig, generate
+from objectives.design import DesignPoint
+from objectives.objective import AccuracyResult, EvalSettings, constraint_value, evaluate_accuracy, node_work
+from objectives.train import TrainConfig
+
+CFG = TinyYOLOv3Config(num_classes=1, input_size=64, width=0.125)
+
+
+@pytest.fixture(scope="module")
+def setup():
+    torch.manual_seed(0)
+    data = generate(SyntheticConfig(size=64, n_train=16, n_val=8, seed=2, min_foot=12, max_foot=30), "train", workers=1)
+    return TinyYOLOv3(CFG).eval(), data
+
+
+S = EvalSettings(calib_images=16, payload_images=8, codecs=("none", "zlib"))
+
+
+def test_all_in_edge_sends_the_image(setup):
+    base, data = setup
+    acc = evaluate_accuracy(DesignPoint(0), base, data, data, S, torch.device("cpu"))
+    assert acc.node_macs == 0 and acc.feature_values == 0 and acc.raw_bytes == 3 * 64 * 64
+    assert acc.payload_mean_bytes["none"] == HEADER_BYTES + 3 * 64 * 64
+    assert acc.payload_mean_bytes["zlib"] <= acc.payload_mean_bytes["none"]
+
+
+def test_all_in_node_sends_detections(setup):
+    base, data = setup
+    acc = evaluate_accuracy(DesignPoint(6), base, data, data, S, torch.device("cpu"))
+    assert acc.edge_macs == 0 and acc.node_macs > 0 and acc.feature_values == 0
+    assert acc.payload_mean_bytes["none"] >= HEADER_BYTES  # 24 B header + 12 B per detection
+    assert (acc.payload_mean_bytes["none"] - HEADER_BYTES) % 12 == pytest.approx(0, abs=12)
+
+
+def test_split_point_pruned_and_finetuned(setup):
+    base, data = setup
+    s = EvalSettings(calib_images=16, payload_images=8, codecs=("none", "zlib", "zstd"),
+                     finetune=TrainConfig(steps=3, batch_size=8, warmup_epochs=0))
+    p = DesignPoint(3, bits=2, cut_keep=0.5, layer_keep=((0, 0.5), (2, 1.0)))
+    acc = evaluate_accuracy(p, base, data, data, s, torch.device("cpu"))
+    c, h, w = acc.cut_shape
+    assert (c, h, w) == (4, 8, 8)  # 8 channels at width 0.125, half kept, 64 px / 8
+    assert acc.feature_values == 4 * 8 * 8 and acc.raw_bytes == math.ceil(4 * 8 * 8 * 2 / 8)
+    assert acc.payload_mean_bytes["none"] == HEADER_BYTES + acc.raw_bytes
+    assert acc.kept_channels == {"4": [8, 4], "0": [2, 1]}
+    assert acc.finetune_steps == 3 and acc.key == p.accuracy_key()
+    # round-trips through trial user attrs
+    again = AccuracyResult.from_attrs(acc.as_attrs())
+    assert again == acc
+    w_ = node_work(acc, "zlib")
+    assert w_.payload_bytes == math.ceil(acc.payload_mean_bytes["zlib"]) and w_.node_macs == acc.node_macs
+    with pytest.raises(ValueError, match="was not measured"):
+        node_work(acc, "lzma")
+
+
+def test_accuracy_key_ignores_cost_axes():
+    a = DesignPoint(3, 1, 0.5, ((0, 1.0),), "l1", "zlib", "ble5")
+    b = DesignPoint(3, 1, 0.5, ((0, 1.0),), "l1", "none", "wifi")
+    assert a.accuracy_key() == b.accuracy_key()
+    assert DesignPoint(3, 2, 0.5).accuracy_key() != DesignPoint(3, 1, 0.5).accuracy_key()
+    assert DesignPoint(0, radio="x").accuracy_key() == DesignPoint(0).accuracy_key() == "j=0"
+    assert a.keep_map() == {4: 0.5}
+
+
+def test_constraint_value_sign():
+    assert constraint_value(0.90, 0.92, 0.05) < 0  # feasible
+    assert constraint_value(0.85, 0.92, 0.05) > 0

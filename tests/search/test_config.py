@@ -1,0 +1,132 @@
+"""Compose the real conf/ tree: every option of every group, and a table of bad inputs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from objectives.costs import EdgeProfile, ProcessorProfile
+from search.config import RunConfig
+from search.profiles import CONF_DIR, ConfigError, available
+from search.run import _make_sampler, run_config_from_overrides
+from search.storage import make_storage, masked
+
+
+def test_default_config():
+    rc = run_config_from_overrides([])
+    assert isinstance(rc, RunConfig)
+    assert rc.study.name == "energy_latency" and rc.study.n_trials >= 40
+    assert rc.space.partitions == [0, 1, 2, 3, 4, 5, 6] and rc.space.radios == ["ble4", "ble5", "lte_c4", "wifi"]
+    assert isinstance(rc.platform.node, ProcessorProfile) and rc.platform.node.name == "cortex_m7"
+    assert isinstance(rc.platform.edge, EdgeProfile) and rc.platform.edge.name == "rtx3090"
+    assert rc.train.baseline.amp == "bf16" and rc.train.finetune.steps > 0
+    assert rc.data.kind == "synthetic" and rc.data.size == 160
+
+
+def options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+@pytest.mark.parametrize("group", ["study", "space", "data", "model", "train", "eval", "storage"])
+def test_every_option_of_every_group_composes(group, tmp_path):
+    for opt in options(group):
+        over = [f"{group}={opt}"]
+        if group == "data" and opt == "yolo":
+            (tmp_path / "d.yaml").write_text("names: [a]\ntrain: x\nval: x\n")
+            over.append(f"data.data_yaml={tmp_path / 'd.yaml'}")
+        if group == "data" and opt == "coco":
+            over += [f"data.{k}={tmp_path}" for k in ("train_json", "val_json", "train_images", "val_images")]
+        rc = run_config_from_overrides(over)
+        assert isinstance(rc, RunConfig), (group, opt)
+
+
+@pytest.mark.parametrize("kind,key", [("node", "platform/node"), ("edge", "platform/edge")])
+def test_every_platform_composes(kind, key):
+    for name in available(kind):
+        rc = run_config_from_overrides([f"{key}={name}"])
+        assert getattr(rc.platform, kind).name == name
+
+
+def test_quick_study_switches_to_tiny_groups():
+    rc = run_config_from_overrides(["study=quick"])
+    assert rc.study.name == "quick" and rc.data.size == 64 and rc.model.width < 1 and rc.train.finetune.steps <= 8
+
+
+def test_sampler_from_config():
+    rc = run_config_from_overrides(["study.sampler._target_=optuna.samplers.NSGAIISampler",
+                                    "~study.sampler.multivariate", "~study.sampler.group",
+                                    "~study.sampler.n_startup_trials"])
+    assert type(_make_sampler(rc)).__name__ == "NSGAIISampler"
+    assert type(_make_sampler(run_config_from_overrides([]))).__name__ == "TPESampler"
+
+
+BAD = [
+    (["space.radios=[zigbee]"], r"space\.radios: 'zigbee' not in \['ble4'"),
+    (["space.codecs=[zip]"], r"space\.codecs: 'zip' not in \["),
+    (["space.partitions=[7]"], r"space\.partitions: 7 not in \[0, 1, 2, 3, 4, 5, 6\]"),
+    (["space.partitions=[]"], r"space\.partitions=\[\] must name at least one"),
+    (["space.bits=[0]"], r"space\.bits: 0 not in \[1, 2"),
+    (["space.bits=[9]"], r"space\.bits: 9 not in"),
+    (["space.cut_keep.low=0"], r"space\.cut_keep: low=0\.0.*0 < low <= high <= 1"),
+    (["space.layer_keep.high=1.5"], r"space\.layer_keep: low=0\.1, high=1\.5"),
+    (["space.criteria=[magic]"], r"space\.criteria: 'magic' not in \['l1', 'l2', 'bn_scale', 'taylor'\]"),
+    (["study.th=-0.1"], r"study\.th=-0\.1 must be >= 0"),
+    (["study.n_trials=0"], r"study\.n_trials=0 must be >= 1"),
+    (["data=yolo"], r"data\.data_yaml is missing"),
+    (["data=yolo", "data.data_yaml=/nonexistent/data.yaml"], r"data\.data_yaml='/nonexistent/data\.yaml': file not found"),
+    (["data.size=100"], r"data\.size=100 must be a positive multiple of 32"),
+    (["+space.foo=1"], r"space\.foo: unknown key"),
+    (["train.baseline.lr=-1"], r"train\.baseline\.lr=-1\.0 must be > 0"),
+    (["train.finetune.amp=fp8"], r"train\.finetune\.amp='fp8' not in"),
+    (["+train.finetune.stepz=3"], r"train\.finetune\.stepz: unknown key"),
+    (["mode=train"], r"mode='train' not in \['optimize', 'export', 'report'\]"),
+    (["device=tpu"], r"device='tpu' not in"),
+    (["platform.node.nj_per_mac=-1"], r"nj_per_mac=-1\.0 must be > 0"),
+    (["+platform.node.typo=1"], r"platform\.node\.typo: unknown key"),
+    (["model.width=0"], r"model\.width=0\.0 must be in \(0, 4\]"),
+    (["eval.nms_iou=1.5"], r"eval\.nms_iou=1\.5 must be in \[0, 1\)"),
+    (["storage.kind=mongo"], r"storage\.kind='mongo' not in \['sqlite', 'journal', 'postgres'\]"),
+    (["study.name=a/b"], r"study\.name='a/b' must be a non-empty name"),
+]
+
+
+@pytest.mark.parametrize("overrides,match", BAD, ids=[" ".join(o) for o, _ in BAD])
+def test_bad_input_one_line_naming_the_key(overrides, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        run_config_from_overrides(overrides)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_sampler_target():
+    rc = run_config_from_overrides(["study.sampler._target_=optuna.samplers.NopeSampler"])
+    with pytest.raises(ConfigError, match=r"study\.sampler\._target_='optuna\.samplers\.NopeSampler': cannot build"):
+        _make_sampler(rc)
+
+
+def test_postgres_url_missing_and_masked(tmp_path, monkeypatch):
+    monkeypatch.delenv("SPLITCNN_POSTGRES_URL", raising=False)
+    rc = run_config_from_overrides(["storage=postgres"])
+    with pytest.raises(ConfigError, match="storage.url is missing"):
+        make_storage(rc.storage, "s", tmp_path)
+    assert masked("postgresql://user:secret@db.example/x") == "postgresql://user:***@db.example/x"
+    monkeypatch.setenv("SPLITCNN_POSTGRES_URL", "postgresql://user:secret@127.0.0.1:1/x")
+    with pytest.raises(ConfigError) as e:
+        make_storage(rc.storage, "s", tmp_path)
+    assert "secret" not in str(e.value)
+
+
+@pytest.mark.parametrize("args,match", [
+    (["space.radios=[zigbee]"], "error: space.radios: 'zigbee' not in"),
+    (["data=yolo"], "error: data.data_yaml is missing"),
+    (["study.th=-1"], "error: study.th=-1.0 must be >= 0"),
+])
+def test_cli_exits_nonzero_with_one_line(args, match, tmp_path):
+    p = subprocess.run([sys.executable, "-m", "search", *args, f"studies_dir={tmp_path}"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith(match), p.stderr
+    assert "Traceback" not in p.stderr + p.stdout
+    assert not list(tmp_path.iterdir())  # nothing trained or created before the error

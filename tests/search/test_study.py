@@ -1,0 +1,178 @@
+"""The quick study end to end, in subprocesses: database, exports, costs, resume, kill -9, export mode,
+the dashboard's view of constraints, journal storage."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pandas as pd
+import pytest
+from optuna.trial import TrialState
+
+from objectives.objective import AccuracyResult, evaluate_costs
+from search.profiles import load_profile
+
+QUICK = ["study=quick", "progress=false"]
+
+
+def cli(studies: Path, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    p = subprocess.run([sys.executable, "-m", "search", *QUICK, f"studies_dir={studies}", *extra],
+                       capture_output=True, text=True, timeout=timeout, cwd=studies.parent, env=env)
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return p
+
+
+def load(studies: Path, name: str = "quick") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{studies / (name + '.db')}")
+
+
+def primaries(study: optuna.Study, states=(TrialState.COMPLETE,)):
+    return [t for t in study.get_trials(states=states) if t.user_attrs.get("role") == "primary"]
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    studies = tmp_path_factory.mktemp("q") / "studies"
+    t = time.time()
+    p = cli(studies)
+    return studies, p, time.time() - t
+
+
+def test_quick_study_end_to_end(quick_run):
+    studies, p, seconds = quick_run
+    assert (studies / "quick.db").is_file()
+    for f in ("pareto.csv", "pareto.json", "trials.csv", "pareto.html"):
+        assert (studies / "quick" / f).is_file(), f
+    study = load(studies)
+    prim = primaries(study)
+    assert len(prim) == 3
+    assert study.metric_names == ["node_energy_mJ", "latency_ms"]
+    sib = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.user_attrs.get("role") == "sibling"]
+    assert len(sib) == 3 * (2 * 2 - 1)  # every model for every radio x codec (2 x 2 in study=quick)
+    combos = {(t.user_attrs["radio"], t.user_attrs["codec"]) for t in sib + prim if
+              t.user_attrs.get("parent", t.number) == prim[0].number}
+    assert combos == {(r, c) for r in ("ble5", "wifi") for c in ("none", "zlib")}
+    for t in prim + sib:
+        assert t.user_attrs["mAP50"] >= 0 and "energy" in t.user_attrs and "latency" in t.user_attrs
+        assert set(t.constraints) >= {"map50_drop", "platform"}
+    assert "baseline mAP@0.5" in p.stdout and "feasible Pareto points" in p.stdout
+
+
+def test_pareto_rows_match_cost_models(quick_run):
+    studies, _, _ = quick_run
+    study = load(studies)
+    pareto = pd.read_csv(studies / "quick" / "pareto.csv")
+    assert len(pareto) >= 1
+    by_number = {t.number: t for t in study.get_trials()}
+    node, edge = load_profile("node", "cortex_m7"), load_profile("edge", "rtx3090")
+    for _, row in pareto.iterrows():
+        t = by_number[int(row["trial"])]
+        acc = AccuracyResult.from_attrs(t.user_attrs["accuracy"])
+        cost = evaluate_costs(acc, node, edge, load_profile("radio", row["radio"]), load_profile("codec", row["codec"]))
+        assert row["node_energy_mJ"] == pytest.approx(cost.node_energy_mj, rel=1e-9)
+        assert row["latency_ms"] == pytest.approx(cost.latency_ms, rel=1e-9)
+        assert bool(row["feasible"])
+    # Pareto: no row dominates another
+    e, lat = pareto["node_energy_mJ"].to_numpy(), pareto["latency_ms"].to_numpy()
+    for i in range(len(pareto)):
+        dom = (e <= e[i]) & (lat <= lat[i]) & ((e < e[i]) | (lat < lat[i]))
+        assert not dom.any()
+
+
+def test_dashboard_sees_constraints_and_feasibility(quick_run):
+    from optuna_dashboard._serializer import serialize_frozen_trial
+
+    studies, _, _ = quick_run
+    study = load(studies)
+    sysattrs = study._storage.get_study_system_attrs(study._study_id)
+    for t in study.get_trials(states=(TrialState.COMPLETE,)):
+        s = serialize_frozen_trial(study._study_id, t, sysattrs)
+        assert s["constraints"] == [t.constraints["map50_drop"], t.constraints["platform"]]
+        attrs = {a["key"]: a["value"] for a in s["user_attrs"]}
+        assert attrs["feasible"] in ("True", "False") and "mAP50" in attrs
+
+
+def test_resume_keeps_trials_and_counts_total(quick_run, tmp_path):
+    studies = tmp_path / "studies"
+    shutil.copytree(quick_run[0], studies)
+    before = {t.number: t.values for t in load(studies).get_trials()}
+    p = cli(studies)
+    study = load(studies)
+    assert {t.number: t.values for t in study.get_trials()} == before  # n_trials is the study's total
+    assert "cached" in p.stdout  # dataset and baseline caches reused
+    cli(studies, "study.n_trials=4")
+    study = load(studies)
+    assert len(primaries(study)) == 4
+    assert all(study.trials[n].values == v for n, v in before.items())
+
+
+def test_export_mode_rebuilds_without_training(quick_run, tmp_path):
+    studies = tmp_path / "studies"
+    shutil.copytree(quick_run[0], studies)
+    shutil.rmtree(studies / "quick")
+    shutil.rmtree(studies / "cache")
+    p = cli(studies, "mode=export")
+    assert (studies / "quick" / "pareto.csv").is_file() and (studies / "quick" / "pareto.html").is_file()
+    assert not (studies / "cache").exists()  # nothing was generated or trained
+    assert "feasible Pareto points" in p.stdout
+
+
+def test_kill_9_mid_trial_then_resume(tmp_path):
+    studies = tmp_path / "studies"
+    slow = ["train.finetune.steps=150", "study.n_trials=3"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "search", *QUICK, f"studies_dir={studies}", *slow],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)
+    deadline = time.time() + 300
+    killed_during = None
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            time.sleep(0.5)
+            if not (studies / "quick.db").is_file():
+                continue
+            try:
+                study = load(studies)
+                done = primaries(study)
+                running = study.get_trials(states=(TrialState.RUNNING,))
+            except Exception:  # noqa: BLE001 - the database may be mid-creation
+                continue
+            if done and running:
+                killed_during = running[0].number
+                os.kill(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        proc.wait(timeout=60)
+    assert killed_during is not None, "never saw a running trial after a completed one"
+    study = load(studies)
+    completed_before = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    assert study.trials[killed_during].state == TrialState.RUNNING  # what kill -9 leaves behind
+    p = cli(studies, *slow)
+    assert "interrupted trial(s) failed and queued again" in p.stdout
+    study = load(studies)
+    assert len(primaries(study)) == 3
+    for n, v in completed_before.items():
+        assert study.trials[n].values == v  # no completed trial lost
+    assert study.trials[killed_during].state == TrialState.FAIL
+    assert study.trials[killed_during].user_attrs.get("interrupted") is True
+    retried = [t for t in primaries(study) if t.params == study.trials[killed_during].params]
+    assert retried, "the interrupted point was evaluated again"
+
+
+def test_journal_storage(tmp_path):
+    studies = tmp_path / "studies"
+    cli(studies, "storage=journal", "study.n_trials=2")
+    assert (studies / "quick.log").is_file()
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    study = optuna.load_study(study_name="quick", storage=JournalStorage(JournalFileBackend(str(studies / "quick.log"))))
+    assert len(primaries(study)) == 2 and not math.isnan(study.user_attrs["baseline_mAP50"])
