@@ -81,8 +81,17 @@ class StudyConfig:
     timeout_min: float = 0.0
     enqueue_baselines: bool = True
     single_worker: bool = True
+    protocol: str = "search"
+    paper_channels: List[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # noqa: UP006
+    paper_ratios: List[float] = field(default_factory=lambda: [0.5, 0.25, 0.1])  # noqa: UP006
 
     def __post_init__(self) -> None:
+        if self.protocol not in ("search", "paper"):
+            raise ConfigError(f"study.protocol={self.protocol!r} not in ['search', 'paper']")
+        if any(c < 1 for c in self.paper_channels) or not self.paper_channels:
+            raise ConfigError(f"study.paper_channels={self.paper_channels} must be channel counts >= 1")
+        if any(not 0 < r <= 1 for r in self.paper_ratios):
+            raise ConfigError(f"study.paper_ratios={self.paper_ratios} must be keep ratios in (0, 1]")
         if not self.name or any(c in self.name for c in "/\\ "):
             raise ConfigError(f"study.name={self.name!r} must be a non-empty name without '/', '\\' or spaces")
         if self.n_trials < 1:

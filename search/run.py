@@ -26,11 +26,12 @@ from omegaconf import DictConfig
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from models import TinyYOLOv3Config
+from models import TinyYOLOv3Config, layer_table
+from models.split import CUT_CONV
 from objectives.accuracy import evaluate_map
 from objectives.data.real import load_coco, load_yolo
 from objectives.data.synthetic import ImageSet, SyntheticConfig, cached
-from objectives.design import DesignPoint
+from objectives.design import EARLIER_CONVS, DesignPoint
 from objectives.objective import (
     AccuracyResult,
     EvalSettings,
@@ -43,6 +44,7 @@ from objectives.train import TrainingDiverged, head_config, resolve_device, trai
 from search.config import RunConfig, load_run_config
 from search.export import export_all, print_summary
 from search.profiles import ConfigError, load_profile
+from search.report import write_report
 from search.space import baseline_points, distributions_of, params_of, suggest
 from search.storage import make_storage
 
@@ -170,8 +172,8 @@ class Searcher:
         feasible = c_map <= 0 and cost.feasible
         for k, v in attrs_for(acc, cost, self.baseline_map50, c_map, feasible).items():
             trial.set_user_attr(k, v)
-        tqdm.write(f"trial {trial.number}: {acc.key} -> mAP@0.5 {acc.map50:.3f} (before fine-tune "
-                   f"{acc.map50_before_finetune:.3f}, {acc.seconds:.0f} s), "
+        before = "" if math.isnan(acc.map50_before_finetune) else f"before fine-tune {acc.map50_before_finetune:.3f}, "
+        tqdm.write(f"trial {trial.number}: {acc.key} -> mAP@0.5 {acc.map50:.3f} ({before}{acc.seconds:.0f} s), "
                    f"{math.ceil(acc.payload_mean_bytes[point.codec])} B; "
                    f"{point.radio}/{point.codec}: {cost.node_energy_mj:.3f} mJ, {cost.latency_ms:.2f} ms"
                    f"{'' if feasible else ' (infeasible)'}")
@@ -215,6 +217,86 @@ class Searcher:
         return added
 
 
+def _step(study: optuna.Study, searcher: Searcher) -> None:
+    study.optimize(searcher, n_trials=1, catch=(TrainingDiverged,),
+                   callbacks=[lambda s, t: searcher.add_siblings(s, t)], show_progress_bar=False)
+
+
+def optimize_loop(rc: RunConfig, study: optuna.Study, searcher: Searcher) -> int:
+    """Sample primary trials until the study holds ``study.n_trials`` of them (or the timeout)."""
+    done = count_primaries(study)
+    t0 = time.time()
+    bar = tqdm(total=rc.study.n_trials, initial=min(done, rc.study.n_trials), desc=f"study {rc.study.name}",
+               unit="trial", disable=not rc.progress)
+    try:
+        while done < rc.study.n_trials:
+            if rc.study.timeout_min and time.time() - t0 > rc.study.timeout_min * 60:
+                print(f"study.timeout_min={rc.study.timeout_min} reached; re-run to continue", flush=True)
+                break
+            _step(study, searcher)
+            done = count_primaries(study)
+            bar.n = min(done, rc.study.n_trials)
+            bar.refresh()
+    finally:
+        bar.close()
+    return done
+
+
+def _run_queue(rc: RunConfig, study: optuna.Study, searcher: Searcher, points: list[DesignPoint], desc: str) -> None:
+    for p in points:
+        study.enqueue_trial(params_of(p, rc.space), skip_if_exists=True)
+    waiting = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    bar = tqdm(total=waiting, desc=desc, unit="trial", disable=not rc.progress)
+    try:
+        while study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+            _step(study, searcher)
+            bar.update(1)
+    finally:
+        bar.close()
+
+
+def paper_step1_points(rc: RunConfig, model_cfg: TinyYOLOv3Config) -> list[DesignPoint]:
+    """The paper's step 1 at 1 bit and the first codec (ZIP): j=0, j=6, each split point unpruned, and each
+    split point keeping ``study.paper_channels`` channels at the cut conv (earlier layers whole)."""
+    table = layer_table(model_cfg)
+    codec, radio = rc.space.codecs[0], rc.space.radios[0]
+    pts = [p for p in baseline_points(rc.space)]
+    for j in (j for j in rc.space.partitions if 1 <= j <= 5):
+        c = table[CUT_CONV[j]].out_channels
+        earlier = tuple((e, 1.0) for e in EARLIER_CONVS[j]) if rc.space.prune_earlier else ()
+        for k in rc.study.paper_channels:
+            if k < c:
+                pts.append(DesignPoint(j, min(rc.space.bits), k / c, earlier, rc.space.criteria[0], codec, radio))
+    return pts
+
+
+def paper_step2_points(rc: RunConfig, study: optuna.Study, base_map: float) -> list[DesignPoint]:
+    """Step 2: at each j's smallest feasible step-1 payload (Eq. 7/8), prune every earlier node conv to each
+    of ``study.paper_ratios`` (Eq. 9/10)."""
+    codec, radio = rc.space.codecs[0], rc.space.radios[0]
+    pts = []
+    for j in (j for j in rc.space.partitions if 2 <= j <= 5):
+        cands = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if _role(t) == "primary" and t.params.get("j") == j
+                 and all(v >= 1.0 for k, v in t.params.items() if k.startswith("keep_L"))
+                 and t.user_attrs.get("mAP50", -1) >= base_map - rc.study.th]
+        if not cands:
+            print(f"paper protocol: no feasible step-1 point at j={j}; step 2 skipped there", flush=True)
+            continue
+        best = min(cands, key=lambda t: (t.user_attrs["payload_bytes"], -t.user_attrs["mAP50"]))
+        for r in rc.study.paper_ratios:
+            pts.append(DesignPoint(j, int(best.params.get("bits", 1)), float(best.params["keep_cut"]),
+                                   tuple((e, float(r)) for e in EARLIER_CONVS[j]), rc.space.criteria[0], codec, radio))
+    return pts
+
+
+def run_paper_protocol(rc: RunConfig, study: optuna.Study, searcher: Searcher, model_cfg: TinyYOLOv3Config) -> int:
+    """The paper's manual protocol as an enqueued grid (resumable: existing points are skipped)."""
+    _run_queue(rc, study, searcher, paper_step1_points(rc, model_cfg), "paper step 1")
+    _run_queue(rc, study, searcher, paper_step2_points(rc, study, searcher.baseline_map50), "paper step 2")
+    return count_primaries(study)
+
+
 def _baseline_map(rc: RunConfig, study: optuna.Study, key: str, model, val: ImageSet, device) -> float:
     """mAP@0.5 of the unsplit baseline, stored in the study so a resumed run reuses it."""
     attrs = study.user_attrs
@@ -248,13 +330,16 @@ def run(cfg: DictConfig | RunConfig) -> RunResult:
     studies = Path(rc.studies_dir)
     export_dir = studies / rc.study.name
     storage, url = make_storage(rc.storage, rc.study.name, studies)
-    if rc.mode == "export":
+    if rc.mode in ("export", "report"):
         try:
             study = optuna.load_study(study_name=rc.study.name, storage=storage)
         except KeyError:
             raise ConfigError(f"study.name={rc.study.name!r}: no such study in {url}") from None
-        export_all(study, export_dir)
-        print_summary(study)
+        if rc.mode == "export":
+            export_all(study, export_dir)
+            print_summary(study)
+        else:
+            print(f"report: {write_report(study, export_dir)}", flush=True)
         return RunResult(study, url, export_dir, study.user_attrs.get("baseline_mAP50"), count_primaries(study))
 
     sampler = _make_sampler(rc)
@@ -285,23 +370,12 @@ def run(cfg: DictConfig | RunConfig) -> RunResult:
             study.enqueue_trial(params_of(p, rc.space), skip_if_exists=True)
         study.set_user_attr("baselines_enqueued", True)
 
-    done = count_primaries(study)
-    t0 = time.time()
-    bar = tqdm(total=rc.study.n_trials, initial=min(done, rc.study.n_trials), desc=f"study {rc.study.name}",
-               unit="trial", disable=not rc.progress)
-    try:
-        while done < rc.study.n_trials:
-            if rc.study.timeout_min and time.time() - t0 > rc.study.timeout_min * 60:
-                print(f"study.timeout_min={rc.study.timeout_min} reached; re-run to continue", flush=True)
-                break
-            study.optimize(searcher, n_trials=1, catch=(TrainingDiverged,),
-                           callbacks=[lambda s, t: searcher.add_siblings(s, t)], show_progress_bar=False)
-            done = count_primaries(study)
-            bar.n = min(done, rc.study.n_trials)
-            bar.refresh()
-    finally:
-        bar.close()
+    if rc.study.protocol == "paper":
+        done = run_paper_protocol(rc, study, searcher, base.model.cfg)
+    else:
+        done = optimize_loop(rc, study, searcher)
     export_all(study, export_dir)
+    write_report(study, export_dir)
     print_summary(study)
     if searcher.trial_seconds:
         ts = sorted(searcher.trial_seconds)
