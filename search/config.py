@@ -168,7 +168,7 @@ class EvalConfig:
 @dataclass(frozen=True)
 class TrainSection:
     baseline: TrainConfig = field(default_factory=TrainConfig)
-    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0.0, steps=60, lr=1e-3,
+    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0.0, steps=40, lr=1e-4,
                                                                       warmup_epochs=0.0, ema_decay=0.99))
     distill: DistillConfig = field(default_factory=DistillConfig)
     finetune_enabled: bool = True

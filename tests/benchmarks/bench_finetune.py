@@ -24,6 +24,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--steps", type=int, nargs="+", default=[60])
     ap.add_argument("--feature-weight", type=float, default=0.0)
+    ap.add_argument("--lr", type=float, default=1e-4)
     ap.add_argument("--only", type=int, nargs="*", help="indices of the points to run (default: all)")
     args = ap.parse_args()
     rc = run_config_from_overrides([])
@@ -44,7 +45,8 @@ def main() -> None:
     if args.only:
         points = [points[i] for i in args.only]
     for steps in args.steps:
-        ft = TrainConfig(epochs=0.0, steps=steps, batch_size=32, lr=1e-3, warmup_epochs=0.0, ema_decay=0.99, amp="bf16")
+        ft = TrainConfig(epochs=0.0, steps=steps, batch_size=32, lr=args.lr, warmup_epochs=0.0, ema_decay=0.99,
+                         amp="bf16")
         s = EvalSettings(codecs=("none", "zlib", "zstd"), finetune=ft,
                          distill=DistillConfig(output_weight=1.0, feature_weight=args.feature_weight))
         for p in points:
