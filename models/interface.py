@@ -108,17 +108,25 @@ class ImageInterface(QuantInterface):
 def calibrate(
     interface: QuantInterface,
     features: Iterable[torch.Tensor] | Callable[[], Iterable[torch.Tensor]],
+    percentile: float = 100.0,
+    sample_limit: int = 4_000_000,
 ) -> tuple[float, float]:
-    """Set ``mu`` (mean) and ``max`` (largest ``|f - mu|``) from features at the cut, in two passes.
+    """Set ``mu`` (mean) and ``max`` from features at the cut, in two passes (three for centroids).
 
     Args:
         interface: the interface to calibrate.
         features: the node outputs over the calibration set, or a callable returning a fresh iterable
-            of them (needed for the second pass when the iterable is a one-shot generator).
+            of them (needed for the later passes when the iterable is a one-shot generator).
+        percentile: ``max`` is this percentile of ``|f - mu|``; 100 is the largest value (Eq. 5's "maximum of
+            the dynamic range"). A lower one (e.g. 99.9) ignores outliers, so b > 1 bits resolve the bulk of
+            the values; values beyond it fall into the end bins.
+        sample_limit: values kept (evenly strided) to estimate a percentile below 100.
 
     Returns:
         (mu, max).
     """
+    if not 0 < percentile <= 100:
+        raise ValueError(f"percentile={percentile} must be in (0, 100]")
     get = features if callable(features) else (lambda: features)
     total, count = 0.0, 0
     for f in get():
@@ -128,8 +136,17 @@ def calibrate(
         raise ValueError("interface calibration got no feature values (empty calibration data)")
     mu = total / count
     max_abs = 0.0
+    stride = max(1, count // sample_limit)
+    kept: list[torch.Tensor] = []
     for f in get():
-        max_abs = max(max_abs, float((f.double() - mu).abs().max()))
+        dev = (f.double() - mu).abs().flatten()
+        max_abs = max(max_abs, float(dev.max()))
+        if percentile < 100:
+            kept.append(dev[::stride].float().cpu())
+    if percentile < 100 and kept:
+        sample = torch.cat(kept)
+        k = max(1, min(len(sample), int(round(len(sample) * percentile / 100))))
+        max_abs = float(sample.kthvalue(k).values)
     interface.set_range(mu, max_abs if max_abs > 0 else 1.0)
     if getattr(interface, "recon", None) == "centroid":
         n = interface.levels

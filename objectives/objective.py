@@ -40,6 +40,7 @@ class EvalSettings:
     measure_edge: bool = False
     progress: bool = False
     recon: str = "centroid"
+    range_percentile: float = 99.9
     before_finetune: bool = True
 
 
@@ -84,10 +85,10 @@ def _images(data: ImageSet, n: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def _calibrate(sm: SplitModel, x: torch.Tensor, device: torch.device) -> None:
+def _calibrate(sm: SplitModel, x: torch.Tensor, device: torch.device, percentile: float) -> None:
     if 1 <= sm.j <= 5:
         sm.eval().to(device)
-        calibrate(sm.interface, lambda: (sm.node(x[i:i + 64].to(device)) for i in range(0, len(x), 64)))
+        calibrate(sm.interface, lambda: (sm.node(x[i:i + 64].to(device)) for i in range(0, len(x), 64)), percentile)
 
 
 @torch.no_grad()
@@ -116,7 +117,7 @@ def evaluate_accuracy(point: DesignPoint, baseline: TinyYOLOv3, train: ImageSet,
     head = head_config(cfg)
     sm = split(baseline, point.j, bits=point.bits, recon=s.recon)
     calib = _images(train, s.calib_images)
-    _calibrate(sm, calib, device)
+    _calibrate(sm, calib, device, s.range_percentile)
     keep = point.keep_map()
     kept: dict[str, list[int]] = {}
     if keep:
@@ -130,7 +131,7 @@ def evaluate_accuracy(point: DesignPoint, baseline: TinyYOLOv3, train: ImageSet,
         sm.to(device)
         done = prune(sm, keep, point.criterion, example_input=calib[:1].to(device), loss_fn=loss_fn)
         kept = {str(k): [int(a), int(b)] for k, (a, b) in done.items()}
-        _calibrate(sm, calib, device)  # the cut feature changed: re-calibrate mu and max
+        _calibrate(sm, calib, device, s.range_percentile)  # the cut feature changed: re-calibrate mu and max
     tune = s.finetune is not None and 1 <= point.j <= 5
     before = float("nan")
     if not tune or s.before_finetune:

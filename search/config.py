@@ -81,6 +81,7 @@ class StudyConfig:
     timeout_min: float = 0.0
     enqueue_baselines: bool = True
     single_worker: bool = True
+    max_duplicates: int = 30
     protocol: str = "search"
     paper_channels: List[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # noqa: UP006
     paper_ratios: List[float] = field(default_factory=lambda: [0.5, 0.25, 0.1])  # noqa: UP006
@@ -140,8 +141,11 @@ class ModelConfig:
     width: float = 1.0
     kmeans_anchors: bool = True
     recon: str = "centroid"
+    range_percentile: float = 99.9
 
     def __post_init__(self) -> None:
+        if not 0 < self.range_percentile <= 100:
+            raise ConfigError(f"model.range_percentile={self.range_percentile} must be in (0, 100]")
         if not 0 < self.width <= 4:
             raise ConfigError(f"model.width={self.width} must be in (0, 4]")
         if self.recon not in ("paper", "midpoint", "centroid"):

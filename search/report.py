@@ -84,7 +84,8 @@ def table1(done: pd.DataFrame, feas: pd.DataFrame) -> pd.DataFrame:
         for base_j, name in ((0, "edge"), (6, "node")):
             ref = _same(done, base_j, b)
             ref_fast = _same(done, base_j, fast)
-            row[f"energy_saving_vs_{name}"] = ref["node_energy_mJ"].min() / b["node_energy_mJ"] if len(ref) else math.nan
+            e_ref = ref["node_energy_mJ"].min() if len(ref) else math.nan
+            row[f"energy_saving_vs_{name}"] = e_ref / b["node_energy_mJ"]
             row[f"speedup_vs_{name}"] = ref_fast["latency_ms"].min() / fast["latency_ms"] if len(ref_fast) else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
@@ -112,7 +113,7 @@ def headline(done: pd.DataFrame, feas: pd.DataFrame) -> pd.DataFrame:
     raw_image = done[done["j"] == 0]["raw_bytes"].max() if (done["j"] == 0).any() else math.nan
     data_red = 1 - good["payload_bytes"].min() / raw_image if len(good) and raw_image == raw_image else math.nan
     t1 = table1(done, feas)
-    pr = t1[t1["case"] == "with pruning"]
+    pr = t1[t1["case"] == "with pruning"] if "case" in t1 else t1
 
     def t(col: str) -> float:
         return float(pr[col].iloc[0]) if len(pr) else math.nan

@@ -121,14 +121,23 @@ class Searcher:
             payload_conf_threshold=rc.eval.payload_conf_threshold, calib_images=rc.eval.calib_images,
             payload_images=rc.eval.payload_images, codecs=tuple(rc.space.codecs), finetune=ft,
             distill=rc.train.distill, measure_edge=rc.platform.edge.measured, progress=rc.progress,
-            recon=rc.model.recon, before_finetune=rc.eval.before_finetune)
+            recon=rc.model.recon, range_percentile=rc.model.range_percentile,
+            before_finetune=rc.eval.before_finetune)
         self.cache: dict[str, AccuracyResult] = {}
         self.sibling_seconds = 0.0
         self.trial_seconds: list[float] = []
+        self.evaluated: dict[tuple[str, str, str], int] = {}
         for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            self._remember(t)
             acc = t.user_attrs.get("accuracy")
             if acc and set(rc.space.codecs) <= set(acc.get("payload_mean_bytes", {})):
                 self.cache.setdefault(acc["key"], AccuracyResult.from_attrs(acc))
+
+    def _remember(self, t: optuna.trial.FrozenTrial) -> None:
+        """Note which (model, radio, codec) a complete trial holds, so a re-proposal is recognised."""
+        key = t.user_attrs.get("accuracy_key")
+        if key:
+            self.evaluated.setdefault((key, t.user_attrs.get("radio"), t.user_attrs.get("codec")), t.number)
 
     # -------------------------------------------------------------------------------- objective
     def accuracy(self, point: DesignPoint) -> AccuracyResult:
@@ -154,6 +163,11 @@ class Searcher:
         trial.set_user_attr("role", "primary")
         trial.set_user_attr("radio", point.radio)
         trial.set_user_attr("codec", point.codec)
+        dup = self.evaluated.get((point.accuracy_key(), point.radio, point.codec))
+        if dup is not None:
+            # the same model on the same radio and codec is already in the study (as a trial or a sibling)
+            trial.set_user_attr("duplicate_of", dup)
+            raise optuna.TrialPruned(f"duplicate of trial {dup}")
         try:
             acc = self.accuracy(point)
         except TrainingDiverged as e:
@@ -184,6 +198,7 @@ class Searcher:
         """Add a sibling trial for every codec x radio of the space the primary did not take (idempotent)."""
         if trial.state != TrialState.COMPLETE or _role(trial) != "primary":
             return 0
+        self._remember(trial)
         t0 = time.time()
         try:
             return self._add_siblings(study, trial)
@@ -213,6 +228,7 @@ class Searcher:
                     values=[cost.node_energy_mj, cost.latency_ms], user_attrs=attrs,
                     system_attrs={LEGACY_CONSTRAINTS: [c_map, c_platform]},
                     constraints={"map50_drop": c_map, "platform": c_platform}))
+                self.evaluated.setdefault((acc.key, radio, codec), trial.number)
                 added += 1
         return added
 
@@ -220,6 +236,9 @@ class Searcher:
 def _step(study: optuna.Study, searcher: Searcher) -> None:
     study.optimize(searcher, n_trials=1, catch=(TrainingDiverged,),
                    callbacks=[lambda s, t: searcher.add_siblings(s, t)], show_progress_bar=False)
+    last = study.get_trials(deepcopy=False)[-1]
+    if last.state == TrialState.FAIL:
+        tqdm.write(f"trial {last.number} failed: {last.user_attrs.get('fail_reason', 'see the study')}; the study goes on")
 
 
 def optimize_loop(rc: RunConfig, study: optuna.Study, searcher: Searcher) -> int:
@@ -228,12 +247,20 @@ def optimize_loop(rc: RunConfig, study: optuna.Study, searcher: Searcher) -> int
     t0 = time.time()
     bar = tqdm(total=rc.study.n_trials, initial=min(done, rc.study.n_trials), desc=f"study {rc.study.name}",
                unit="trial", disable=not rc.progress)
+    duplicates = 0
     try:
         while done < rc.study.n_trials:
             if rc.study.timeout_min and time.time() - t0 > rc.study.timeout_min * 60:
                 print(f"study.timeout_min={rc.study.timeout_min} reached; re-run to continue", flush=True)
                 break
             _step(study, searcher)
+            last = study.get_trials(deepcopy=False)[-1]
+            duplicates = duplicates + 1 if last.state == TrialState.PRUNED else 0
+            if duplicates >= rc.study.max_duplicates:
+                print(f"the sampler proposed {duplicates} already-evaluated points in a row: the study has converged "
+                      f"on this space (widen it, relax study.th, or fine-tune longer); stopping at {done} of "
+                      f"{rc.study.n_trials} evaluations", flush=True)
+                break
             done = count_primaries(study)
             bar.n = min(done, rc.study.n_trials)
             bar.refresh()
@@ -326,7 +353,7 @@ def run(cfg: DictConfig | RunConfig) -> RunResult:
     t_start = time.time()
     rc = cfg if isinstance(cfg, RunConfig) else load_run_config(cfg)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)  # one line per trial comes from Searcher instead
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial (and failure) comes from here instead
     studies = Path(rc.studies_dir)
     export_dir = studies / rc.study.name
     storage, url = make_storage(rc.storage, rc.study.name, studies)

@@ -103,3 +103,16 @@ def test_centroid_reconstruction_is_the_bin_mean(bits):
     assert (rec - f).square().mean() < (paper.dequantize(codes) - f).square().mean()
     with pytest.raises(ValueError, match="recon"):
         QuantInterface(1, recon="magic")
+
+
+def test_percentile_range_ignores_outliers():
+    f = torch.cat([torch.linspace(-1, 1, 10_000), torch.tensor([1000.0])]).view(1, 1, 1, -1)
+    q_max, q_pct = QuantInterface(4), QuantInterface(4)
+    calibrate(q_max, [f])
+    calibrate(q_pct, [f], percentile=99.0)
+    assert float(q_max.max) > 999  # Eq. 5's max: the outlier sets the range
+    assert 0.9 < float(q_pct.max) < 1.15  # the 99th percentile of |f - mu| (mu is 0.1 here)
+    bulk = f[..., :-1]
+    assert q_pct.quantize(bulk).unique().numel() > 10 and q_max.quantize(bulk).unique().numel() <= 2
+    with pytest.raises(ValueError, match="percentile"):
+        calibrate(QuantInterface(2), [f], percentile=0)

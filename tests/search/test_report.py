@@ -79,3 +79,13 @@ def test_report_loads_in_headless_chromium_without_console_errors(study, tmp_pat
     console = [ln for ln in p.stderr.splitlines() if "CONSOLE" in ln]
     assert not [ln for ln in console if re.search(r"error|uncaught", ln, re.I)], console
     assert p.stdout.count('class="main-svg"') >= 3  # plotly ran and drew the three figures
+
+
+def test_report_with_no_feasible_split(tmp_path):
+    s = optuna.create_study(directions=["minimize", "minimize"], study_name="r2")
+    add(s, 0, None, "wifi", 40.0, 30.0, 0.92, 76824, 0)
+    add(s, 3, 0.1, "wifi", 5.0, 10.0, 0.1, 40, 1000, feasible=False)
+    rows, _ = study_frames(s)
+    d = report_data(rows)
+    assert d["table1"].empty and "headline" in d
+    assert write_report(s, tmp_path).is_file()

@@ -176,3 +176,28 @@ def test_journal_storage(tmp_path):
 
     study = optuna.load_study(study_name="quick", storage=JournalStorage(JournalFileBackend(str(studies / "quick.log"))))
     assert len(primaries(study)) == 2 and not math.isnan(study.user_attrs["baseline_mAP50"])
+
+
+def test_diverging_finetune_fails_that_trial_and_the_study_goes_on(tmp_path):
+    studies = tmp_path / "studies"
+    p = cli(studies, "train.finetune.lr=1e30", "study.n_trials=3", "study.enqueue_baselines=true",
+            "space.partitions=[0,3]")
+    study = load(studies)
+    failed = [t for t in study.get_trials(states=(TrialState.FAIL,)) if t.user_attrs.get("role") == "primary"]
+    complete = primaries(study)
+    assert failed and all("loss is" in t.user_attrs["fail_reason"] for t in failed)
+    assert complete and all(t.params["j"] == 0 for t in complete)  # j=0 is not fine-tuned and completes
+    assert len(failed) + len(complete) == 3
+    assert "feasible Pareto points" in p.stdout
+
+
+def test_duplicates_are_pruned_not_counted(tmp_path):
+    """In a space of a single model, re-proposals are pruned (not counted) and the loop stops by itself."""
+    studies = tmp_path / "studies"
+    p = cli(studies, "space.partitions=[0]", "space.radios=[ble5]", "space.codecs=[none]", "study.n_trials=5",
+            "study.max_duplicates=3")
+    study = load(studies)
+    assert len(primaries(study)) == 1
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    assert len(pruned) == 3 and all(t.user_attrs["duplicate_of"] == primaries(study)[0].number for t in pruned)
+    assert "already-evaluated points in a row" in p.stdout
