@@ -238,7 +238,8 @@ def _step(study: optuna.Study, searcher: Searcher) -> None:
                    callbacks=[lambda s, t: searcher.add_siblings(s, t)], show_progress_bar=False)
     last = study.get_trials(deepcopy=False)[-1]
     if last.state == TrialState.FAIL:
-        tqdm.write(f"trial {last.number} failed: {last.user_attrs.get('fail_reason', 'see the study')}; the study goes on")
+        reason = last.user_attrs.get("fail_reason", "see the study")
+        tqdm.write(f"trial {last.number} failed: {reason}; the study goes on")
 
 
 def optimize_loop(rc: RunConfig, study: optuna.Study, searcher: Searcher) -> int:
