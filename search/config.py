@@ -81,7 +81,7 @@ class StudyConfig:
     timeout_min: float = 0.0
     enqueue_baselines: bool = True
     single_worker: bool = True
-    max_duplicates: int = 30
+    max_duplicates: int = 100
     protocol: str = "search"
     paper_channels: List[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # noqa: UP006
     paper_ratios: List[float] = field(default_factory=lambda: [0.5, 0.25, 0.1])  # noqa: UP006

@@ -288,7 +288,7 @@ def paper_step1_points(rc: RunConfig, model_cfg: TinyYOLOv3Config) -> list[Desig
     split point keeping ``study.paper_channels`` channels at the cut conv (earlier layers whole)."""
     table = layer_table(model_cfg)
     codec, radio = rc.space.codecs[0], rc.space.radios[0]
-    pts = [p for p in baseline_points(rc.space)]
+    pts = list(baseline_points(rc.space, bits=min(rc.space.bits)))
     for j in (j for j in rc.space.partitions if 1 <= j <= 5):
         c = table[CUT_CONV[j]].out_channels
         earlier = tuple((e, 1.0) for e in EARLIER_CONVS[j]) if rc.space.prune_earlier else ()

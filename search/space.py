@@ -72,8 +72,11 @@ def distributions_of(params: dict[str, Any], space: SpaceConfig) -> dict[str, op
     return d
 
 
-def baseline_points(space: SpaceConfig) -> list[DesignPoint]:
-    """j=0, j=6 and every unpruned split point at the smallest bit width, each with the first codec/radio."""
+def baseline_points(space: SpaceConfig, bits: int | None = None) -> list[DesignPoint]:
+    """j=0, j=6 and every unpruned split point at ``bits`` (default: the space's largest bit width, which
+    is the most likely to meet the mAP constraint and so gives the sampler feasible anchors in the split
+    region), each with the first codec and radio."""
+    b = max(space.bits) if bits is None else bits
     codec, radio = space.codecs[0], space.radios[0]
     pts = []
     for j in space.partitions:
@@ -81,7 +84,7 @@ def baseline_points(space: SpaceConfig) -> list[DesignPoint]:
             if space.cut_keep.high < 1.0 or (space.prune_earlier and space.layer_keep.high < 1.0):
                 continue  # an unpruned point is outside this space
             keeps = tuple((c, 1.0) for c in EARLIER_CONVS[j]) if space.prune_earlier else ()
-            pts.append(DesignPoint(j, min(space.bits), 1.0, keeps, space.criteria[0], codec, radio))
+            pts.append(DesignPoint(j, b, 1.0, keeps, space.criteria[0], codec, radio))
         else:
             pts.append(DesignPoint(j, 8, 1.0, (), space.criteria[0], codec, radio))
     return pts

@@ -38,7 +38,8 @@ def test_baseline_points_cover_every_partition_unpruned():
     pts = baseline_points(SPACE)
     assert [p.j for p in pts] == [0, 1, 2, 3, 4, 5, 6]
     assert not any(p.pruned for p in pts)
-    assert all(p.bits == 1 for p in pts if 1 <= p.j <= 5)
+    assert all(p.bits == 8 for p in pts if 1 <= p.j <= 5)  # the largest width: feasible anchors for the sampler
+    assert all(p.bits == 1 for p in baseline_points(SPACE, bits=1) if 1 <= p.j <= 5)
     narrow = SpaceConfig(cut_keep=Range(0.01, 0.5, True), codecs=["none"], radios=["ble5"])
     assert [p.j for p in baseline_points(narrow)] == [0, 1, 2, 3, 4, 5, 6][:1] + [6]  # unpruned is outside
 
