@@ -12,11 +12,10 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import optuna
 import torch
 from torch import nn
 
-from models import TinyYOLOv3, calibrate, prune, split
+from models import TinyYOLOv3, YOLOLoss, calibrate, prune, split
 from models.split import SplitModel
 from objectives.accuracy import evaluate_map, payload_stats
 from objectives.costs import CodecProfile, CostBreakdown, EdgeProfile, NodeWork, ProcessorProfile, RadioProfile
@@ -24,7 +23,7 @@ from objectives.costs import evaluate_costs as _evaluate_costs
 from objectives.costs.measure import time_edge_ms
 from objectives.data.synthetic import ImageSet
 from objectives.design import DesignPoint
-from objectives.train import DistillConfig, TrainConfig, YOLOLoss, finetune, head_config
+from objectives.train import DistillConfig, TrainConfig, finetune, head_config
 
 
 @dataclass(frozen=True)
@@ -182,17 +181,6 @@ def evaluate_costs(acc: AccuracyResult, node: ProcessorProfile, edge: EdgeProfil
 def constraint_value(map50: float, baseline_map50: float, th: float) -> float:
     """Eq. 4 as an Optuna constraint (feasible when <= 0): (baseline - th) - mAP."""
     return (baseline_map50 - th) - map50
-
-
-def record(trial: optuna.trial.BaseTrial, acc: AccuracyResult, cost: CostBreakdown, baseline_map50: float,
-           th: float) -> tuple[float, float]:
-    """Store the trial's attributes and constraint (new API and the legacy list the dashboard reads)."""
-    c = constraint_value(acc.map50, baseline_map50, th)
-    feasible = c <= 0 and cost.feasible
-    trial.set_constraint("map50_drop", c)
-    for k, v in attrs_for(acc, cost, baseline_map50, c, feasible).items():
-        trial.set_user_attr(k, v)
-    return cost.node_energy_mj, cost.latency_ms
 
 
 def attrs_for(acc: AccuracyResult, cost: CostBreakdown, baseline_map50: float, constraint: float,
