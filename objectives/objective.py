@@ -21,6 +21,7 @@ from objectives.accuracy import evaluate_map, payload_stats
 from objectives.costs import CodecProfile, CostBreakdown, EdgeProfile, NodeWork, ProcessorProfile, RadioProfile
 from objectives.costs import evaluate_costs as _evaluate_costs
 from objectives.costs.measure import time_edge_ms
+from objectives.data.batches import Batches
 from objectives.data.synthetic import ImageSet
 from objectives.design import DesignPoint
 from objectives.train import DistillConfig, TrainConfig, finetune, head_config
@@ -123,8 +124,6 @@ def evaluate_accuracy(point: DesignPoint, baseline: TinyYOLOv3, train: ImageSet,
         loss_fn = None
         if point.criterion == "taylor":
             yl = YOLOLoss(head, cfg.input_size)
-            from objectives.data.batches import Batches
-
             imgs, targets = next(iter(Batches(train, 32, device=device)))
             loss_fn = lambda m: yl(m(imgs), targets)[0]  # noqa: E731
         sm.to(device)
@@ -190,7 +189,7 @@ def attrs_for(acc: AccuracyResult, cost: CostBreakdown, baseline_map50: float, c
         "baseline_mAP50": baseline_map50, "constraint": constraint, "feasible": feasible,
         "infeasible_reason": cost.reason if not cost.feasible else (
             "" if constraint <= 0 else "mAP below baseline - th"),
-        "payload_bytes": int(math.ceil(acc.payload_mean_bytes[cost.codec])), "raw_bytes": acc.raw_bytes,
+        "payload_bytes": node_work(acc, cost.codec).payload_bytes, "raw_bytes": acc.raw_bytes,
         "node_macs": acc.node_macs, "edge_macs": acc.edge_macs, "accuracy_key": acc.key,
         "energy": {k: v for k, v in cost.as_dict().items() if k.endswith("_mj")},
         "latency": {k: v for k, v in cost.as_dict().items() if k.endswith("_ms")},

@@ -17,7 +17,6 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from models.codec import CODECS
 from models.prune import CRITERIA
 from models.split import PARTITIONS
-from objectives.data.batches import AugmentConfig
 from objectives.train import DistillConfig, TrainConfig
 from search.profiles import ConfigError, _build, available, profile_from_dict
 
@@ -273,22 +272,11 @@ def _named(kind: str, name: str) -> Any:
 
 
 def _train(d: dict[str, Any], key: str, defaults: TrainConfig) -> TrainConfig:
-    d = dict(d)
-    aug = _build(AugmentConfig, d.pop("augment", None) or {}, f"{key}.augment")
+    """A TrainConfig from ``defaults`` overridden by ``d``, checked by the same builder as every section."""
     if "scale" in d:
         raise ConfigError(f"{key}.scale: unknown key (did you mean {key}.augment.scale?)")
     base = {f: getattr(defaults, f) for f in defaults.__dataclass_fields__ if f != "augment"}
-    unknown = sorted(set(d) - set(base))
-    if unknown:
-        raise ConfigError(f"{key}.{unknown[0]}: unknown key; expected one of {sorted(base)}")
-    merged = {**base, **d}
     try:
-        for k, v in merged.items():
-            default = getattr(defaults, k)
-            if isinstance(default, float) and isinstance(v, int) and not isinstance(v, bool):
-                merged[k] = float(v)
-            elif type(default) is not type(v):
-                raise ConfigError(f"{key}.{k}: expected {type(default).__name__}, got {v!r}")
-        return TrainConfig(augment=aug, **merged)
-    except ValueError as e:
-        raise ConfigError(str(e).replace("train.", f"{key}.")) from None
+        return _build(TrainConfig, {**base, **d}, key)
+    except ConfigError as e:  # TrainConfig names its fields train.*: name the section they came from
+        raise ConfigError(str(e).replace(f"{key}: train.", f"{key}.")) from None

@@ -147,9 +147,15 @@ class Searcher:
                                                 self.device)
         return self.cache[key]
 
-    def costs(self, acc: AccuracyResult, radio: str, codec: str):
-        return evaluate_costs(acc, self.rc.platform.node, self.rc.platform.edge, self.radios[radio],
+    def score(self, acc: AccuracyResult, radio: str, codec: str):
+        """Cost of a measured model on one radio and codec, its constraints (feasible when all <= 0) and the
+        user attrs that go with them - the same for a primary trial and its siblings."""
+        cost = evaluate_costs(acc, self.rc.platform.node, self.rc.platform.edge, self.radios[radio],
                               self.codecs[codec])
+        c_map = constraint_value(acc.map50, self.baseline_map50, self.rc.study.th)
+        constraints = {"map50_drop": c_map, "platform": 0.0 if cost.feasible else 1.0}
+        attrs = attrs_for(acc, cost, self.baseline_map50, c_map, c_map <= 0 and cost.feasible)
+        return cost, constraints, attrs
 
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         t0 = time.time()
@@ -176,16 +182,14 @@ class Searcher:
         if not (math.isfinite(acc.map50)):
             trial.set_user_attr("fail_reason", f"mAP is {acc.map50}")
             raise TrainingDiverged(f"mAP is {acc.map50} for {acc.key}")
-        cost = self.costs(acc, point.radio, point.codec)
-        c_map = constraint_value(acc.map50, self.baseline_map50, self.rc.study.th)
-        c_platform = 0.0 if cost.feasible else 1.0
-        trial.set_constraint("map50_drop", c_map)
-        trial.set_constraint("platform", c_platform)
+        cost, constraints, attrs = self.score(acc, point.radio, point.codec)
+        for k, v in constraints.items():
+            trial.set_constraint(k, v)
         # optuna-dashboard 0.21 reads only the legacy list in the system attrs
-        trial.storage.set_trial_system_attr(trial._trial_id, LEGACY_CONSTRAINTS, [c_map, c_platform])
-        feasible = c_map <= 0 and cost.feasible
-        for k, v in attrs_for(acc, cost, self.baseline_map50, c_map, feasible).items():
+        trial.storage.set_trial_system_attr(trial._trial_id, LEGACY_CONSTRAINTS, list(constraints.values()))
+        for k, v in attrs.items():
             trial.set_user_attr(k, v)
+        feasible = attrs["feasible"]
         before = "" if math.isnan(acc.map50_before_finetune) else f"before fine-tune {acc.map50_before_finetune:.3f}, "
         tqdm.write(f"trial {trial.number}: {acc.key} -> mAP@0.5 {acc.map50:.3f} ({before}{acc.seconds:.0f} s), "
                    f"{math.ceil(acc.payload_mean_bytes[point.codec])} B; "
@@ -207,27 +211,19 @@ class Searcher:
 
     def _add_siblings(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
         acc = AccuracyResult.from_attrs(trial.user_attrs["accuracy"])
-        have = {(t.user_attrs.get("radio"), t.user_attrs.get("codec"))
-                for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                if t.user_attrs.get("parent") == trial.number}
-        have.add((trial.user_attrs.get("radio"), trial.user_attrs.get("codec")))
         base = {k: v for k, v in trial.params.items() if k not in ("codec", "radio")}
         added = 0
         for radio in self.rc.space.radios:
             for codec in self.rc.space.codecs:
-                if (radio, codec) in have:
+                if (acc.key, radio, codec) in self.evaluated:  # the primary itself, or a sibling added before
                     continue
-                cost = self.costs(acc, radio, codec)
-                c_map = constraint_value(acc.map50, self.baseline_map50, self.rc.study.th)
-                c_platform = 0.0 if cost.feasible else 1.0
+                cost, constraints, attrs = self.score(acc, radio, codec)
                 params = {**base, "codec": codec, "radio": radio}
-                attrs = attrs_for(acc, cost, self.baseline_map50, c_map, c_map <= 0 and cost.feasible)
                 attrs.update(role="sibling", parent=trial.number, radio=radio, codec=codec)
                 study.add_trial(optuna.trial.create_trial(
                     params=params, distributions=distributions_of(params, self.rc.space),
                     values=[cost.node_energy_mj, cost.latency_ms], user_attrs=attrs,
-                    system_attrs={LEGACY_CONSTRAINTS: [c_map, c_platform]},
-                    constraints={"map50_drop": c_map, "platform": c_platform}))
+                    system_attrs={LEGACY_CONSTRAINTS: list(constraints.values())}, constraints=constraints))
                 self.evaluated.setdefault((acc.key, radio, codec), trial.number)
                 added += 1
         return added

@@ -3,10 +3,10 @@ decompress on the edge). Work is counted in cycles per byte and priced with the 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Optional  # noqa: UP035 - OmegaConf structured configs
 
+from objectives.costs._checks import check_numbers
 from objectives.costs.platform import EdgeProfile, ProcessorProfile, cycles_energy_mj, cycles_latency_ms
 
 
@@ -29,10 +29,7 @@ class CodecProfile:
     source: str = ""
 
     def __post_init__(self) -> None:
-        for n in ("compress_cycles_per_byte", "node_ram_bytes", "decompress_mb_per_s"):
-            v = getattr(self, n)
-            if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v) or v < 0:
-                raise ValueError(f"CodecProfile.{n}={v!r} must be >= 0")
+        check_numbers(self, non_negative=("compress_cycles_per_byte", "node_ram_bytes", "decompress_mb_per_s"))
 
 
 def quantize_energy_mj(values: int, node: ProcessorProfile) -> float:

@@ -6,16 +6,9 @@ each with its source (``../shared/reference/cost_parameters.md``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
-
-def _check(obj: object, positive: tuple[str, ...], non_negative: tuple[str, ...] = ()) -> None:
-    for n in positive + non_negative:
-        v = getattr(obj, n)
-        bad = not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v)
-        if bad or (v <= 0 if n in positive else v < 0):
-            raise ValueError(f"{type(obj).__name__}.{n}={v!r} must be {'> 0' if n in positive else '>= 0'}")
+from objectives.costs._checks import check_numbers
 
 
 @dataclass(frozen=True)
@@ -48,7 +41,7 @@ class ProcessorProfile:
     source: str = ""
 
     def __post_init__(self) -> None:
-        _check(self, ("nj_per_mac", "macs_per_s", "nj_per_cycle", "clock_hz", "bytes_per_weight",
+        check_numbers(self, ("nj_per_mac", "macs_per_s", "nj_per_cycle", "clock_hz", "bytes_per_weight",
                       "bytes_per_activation"), ("static_mw", "flash_bytes", "ram_bytes", "quant_cycles_per_value"))
 
 
@@ -63,7 +56,7 @@ class EdgeProfile:
     source: str = ""
 
     def __post_init__(self) -> None:
-        _check(self, ("macs_per_s",), ("overhead_ms",))
+        check_numbers(self, ("macs_per_s",), ("overhead_ms",))
 
 
 @dataclass(frozen=True)

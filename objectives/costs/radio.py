@@ -15,15 +15,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import List, Optional  # noqa: UP035 - OmegaConf structured configs need typing generics
+from typing import List, Optional  # noqa: UP035 - typing generics for the config builder
 
-
-def _positive(obj: object, names: tuple[str, ...], allow_zero: bool = True) -> None:
-    for n in names:
-        v = getattr(obj, n)
-        if not isinstance(v, (int, float)) or isinstance(v, bool) or math.isnan(v) or (
-                v < 0 if allow_zero else v <= 0):
-            raise ValueError(f"{type(obj).__name__}.{n}={v!r} must be {'>= 0' if allow_zero else '> 0'}")
+from objectives.costs._checks import check_numbers
 
 
 @dataclass(frozen=True)
@@ -47,8 +41,7 @@ class LayerSpec:
     concatenate: bool = False
 
     def __post_init__(self) -> None:
-        _positive(self, ("mtu_bytes",), allow_zero=False)
-        _positive(self, ("header_bytes",))
+        check_numbers(self, ("mtu_bytes",), ("header_bytes",))
         nxt = self.header_bytes if self.next_header_bytes is None else self.next_header_bytes
         if nxt < 0 or max(self.header_bytes, nxt) >= self.mtu_bytes:
             raise ValueError(f"LayerSpec {self.name!r}: headers ({self.header_bytes}, {nxt}) must be >= 0 and "
@@ -72,7 +65,7 @@ class LoRaPHY:
             raise ValueError(f"LoRaPHY.sf={self.sf} must be in 6..12")
         if not 1 <= self.coding_rate <= 4:
             raise ValueError(f"LoRaPHY.coding_rate={self.coding_rate} must be in 1..4")
-        _positive(self, ("bw_hz",), allow_zero=False)
+        check_numbers(self, ("bw_hz",))
 
     def airtime_s(self, frame_bytes: float) -> float:
         t_sym = 2 ** self.sf / self.bw_hz
@@ -143,10 +136,9 @@ class RadioProfile:
     def __post_init__(self) -> None:
         if not self.layers:
             raise ValueError(f"RadioProfile {self.name!r}: layers must not be empty")
-        _positive(self, ("p_tx_mw", "max_period_s"), allow_zero=False)
-        _positive(self, tuple(f.name for f in fields(self)
-                              if f.name.endswith(("_s", "_mw", "_bps", "_bytes")) or f.name in (
-                                  "ifs_per_frame", "frames_per_event")))
+        check_numbers(self, ("p_tx_mw", "max_period_s"), tuple(
+            f.name for f in fields(self) if f.name not in ("p_tx_mw", "max_period_s")
+            and (f.name.endswith(("_s", "_mw", "_bps", "_bytes")) or f.name in ("ifs_per_frame", "frames_per_event"))))
         if not 0 <= self.per < 1:
             raise ValueError(f"RadioProfile.per={self.per} must be in [0, 1)")
         if not 0 < self.duty_cycle <= 1:
