@@ -24,7 +24,7 @@ from objectives.costs.measure import time_edge_ms
 from objectives.data.batches import Batches
 from objectives.data.synthetic import ImageSet
 from objectives.design import DesignPoint
-from objectives.train import DistillConfig, TrainConfig, finetune, head_config
+from objectives.train import AdaptConfig, DistillConfig, TrainConfig, finetune, head_config
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,7 @@ class EvalSettings:
     codecs: tuple[str, ...] = ("none", "zlib", "zstd")
     finetune: TrainConfig | None = None
     distill: DistillConfig | None = None
+    adapt: AdaptConfig | None = None
     measure_edge: bool = False
     progress: bool = False
     recon: str = "centroid"
@@ -137,7 +138,8 @@ def evaluate_accuracy(point: DesignPoint, baseline: TinyYOLOv3, train: ImageSet,
         before = r.map50
     ft_seconds, ft_steps = 0.0, 0
     if tune:
-        sm, stats = finetune(sm, baseline, train, s.finetune, device, s.distill, progress=s.progress)
+        sm, stats = finetune(sm, baseline, train, s.finetune, device, s.distill, progress=s.progress,
+                             adapt=s.adapt)
         ft_seconds, ft_steps = stats["seconds"], int(stats["steps"])
         r = evaluate_map(sm, val, head, cfg.input_size, s.conf_threshold, s.nms_iou, device)
     sub = type(val)(val.images[:s.payload_images], val.labels[:s.payload_images], val.class_names)

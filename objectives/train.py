@@ -5,8 +5,12 @@ linear warm-up then cosine decay, bf16 autocast on CPU where supported, an expon
 of the weights for evaluation, k-means anchors from the training boxes, grid-sensitive centres and
 multi-cell positives in the loss (:class:`models.yolo.YOLOLoss`), scale/flip/colour augmentation.
 
-Fine-tuning is quantization-aware through the straight-through interface, with optional knowledge
-distillation from the baseline on the detection outputs and on the feature after the edge's first layer.
+Fine-tuning is quantization-aware through the straight-through interface. Its recipe (:class:`AdaptConfig`,
+measured on the embedded data, figures in the README): first re-estimate every BatchNorm's running statistics
+on a few training batches (AdaBN: the layers after the cut now see a quantized, maybe pruned input); then train
+with the first conv layer(s) after the cut at a much higher learning rate than the rest, and the BatchNorm
+layers deeper in the edge frozen. Knowledge distillation from the baseline, on the detection outputs and on
+the feature after the edge's first layer, is optional (off by default: raw-output MSE was measured to hurt).
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from tqdm.auto import tqdm
 
 from models import TinyYOLOv3, TinyYOLOv3Config, YOLOHeadConfig, YOLOLoss
 from models.split import SplitModel
+from models.tiny_yolov3 import ConvBlock, Route
 from objectives.data.batches import AugmentConfig, Batches
 from objectives.data.synthetic import ImageSet
 
@@ -95,9 +100,35 @@ class TrainConfig:
 class DistillConfig:
     """Knowledge distillation from the baseline during fine-tuning (0 disables a term)."""
 
-    output_weight: float = 1.0  # MSE between student and teacher raw head outputs (objectness + boxes)
+    output_weight: float = 0.0  # MSE between student and teacher raw head outputs (objectness + boxes)
     feature_weight: float = 0.0  # MSE on the output of the edge's first conv layer
     temperature: float = 1.0
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """How fine-tuning treats the layers around the cut (defaults measured; see the README).
+
+    Attributes:
+        bn_recalib_batches: before fine-tuning, re-estimate every BatchNorm's running mean and variance over
+            this many training batches without augmentation and without gradients (AdaBN); 0 skips it.
+        adapt_convs: the first this-many conv layers after the cut learn at ``lr * adapt_lr_scale``.
+        adapt_lr_scale: learning-rate multiplier of those layers.
+        node_lr_scale: learning-rate multiplier of the node's layers.
+        freeze_bn: BatchNorm layers of the edge past the adapted ones keep their running statistics (eval
+            mode) while fine-tuning; the node's and the adapted layers' BatchNorms train.
+    """
+
+    bn_recalib_batches: int = 5
+    adapt_convs: int = 1
+    adapt_lr_scale: float = 30.0
+    node_lr_scale: float = 1.0
+    freeze_bn: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("bn_recalib_batches", "adapt_convs", "adapt_lr_scale", "node_lr_scale"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (a scale of 0 freezes those layers)")
 
 
 class ModelEMA:
@@ -180,25 +211,44 @@ def fit(
     feature_taps: tuple[nn.Module, nn.Module] | None = None,
     desc: str = "train",
     progress: bool = True,
+    param_groups: list[tuple[list[nn.Parameter], float]] | None = None,
+    frozen_bn: tuple[nn.Module, ...] = (),
 ) -> tuple[nn.Module, dict[str, float]]:
     """Train ``model`` (any module returning the two raw head outputs) and return its EMA copy.
+
+    Args:
+        param_groups: (parameters, learning-rate multiplier) pairs; parameters in none of them, or with a
+            multiplier of 0, are frozen. Default: every parameter at ``cfg.lr``.
+        frozen_bn: BatchNorm layers kept in eval mode (their running statistics do not change).
 
     Returns:
         (EMA model in eval mode, stats: steps, seconds, last loss).
     """
     torch.manual_seed(cfg.seed)
     model.to(device).train()
+    for m in frozen_bn:
+        m.eval()
     loss_fn = YOLOLoss(head, input_size)
     batches = Batches(data, cfg.batch_size, shuffle=True, augment=cfg.augment, device=device, seed=cfg.seed)
     per_epoch = len(batches)
     total = cfg.steps if cfg.steps > 0 else max(1, int(round(cfg.epochs * per_epoch)))
     warmup = min(int(cfg.warmup_epochs * per_epoch), total // 3)
-    decay, no_decay = [], []
+    groups = param_groups if param_groups is not None else [(list(model.parameters()), 1.0)]
+    trained = {id(p) for params, scale in groups if scale > 0 for p in params}
     for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+        if id(p) not in trained:
+            p.requires_grad_(False)
+    opt_groups = []
+    for params, scale in groups:
+        if scale > 0:
+            ps = [p for p in params if p.requires_grad]
+            decay, no_decay = [p for p in ps if p.ndim > 1], [p for p in ps if p.ndim <= 1]
+            for part, wd in ((decay, cfg.weight_decay), (no_decay, 0.0)):
+                if part:
+                    opt_groups.append({"params": part, "weight_decay": wd, "lr_scale": scale})
+    if not opt_groups:
+        raise ValueError(f"{desc}: no parameter to train (every learning-rate multiplier is 0)")
+    opt = torch.optim.AdamW(opt_groups, lr=cfg.lr)
     ema = ModelEMA(model, cfg.ema_decay, tau=max(50.0, min(2000.0, total / 5)))
     if teacher is not None:
         teacher.to(device).eval()
@@ -212,8 +262,9 @@ def fit(
     try:
         while step < total:
             for imgs, targets in batches:
+                lr = _lr_at(step, total, warmup, cfg)
                 for group in opt.param_groups:
-                    group["lr"] = _lr_at(step, total, warmup, cfg)
+                    group["lr"] = lr * group["lr_scale"]
                 with autocast(device, cfg.amp):
                     out = model(imgs)
                     loss, parts = loss_fn(out, targets)
@@ -226,7 +277,7 @@ def fit(
                         if distill.feature_weight > 0 and "s" in feats and "t" in feats:
                             loss = loss + distill.feature_weight * F.mse_loss(feats["s"].float(), feats["t"].float())
                 if not torch.isfinite(loss):
-                    raise TrainingDiverged(f"{desc}: loss is {float(loss)} at step {step} of {total}")
+                    raise TrainingDiverged(f"{desc}: loss is {float(loss.detach())} at step {step} of {total}")
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -316,25 +367,86 @@ def train_baseline(
 # ------------------------------------------------------------------------------------------ fine-tuning
 
 
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, data: ImageSet, batches: int, batch_size: int, device: torch.device,
+                   amp: str = "bf16", seed: int = 0) -> int:
+    """AdaBN: reset every BatchNorm's running statistics and re-estimate them (cumulative average) from
+    ``batches`` shuffled training batches without augmentation. Returns the number of images used."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or batches <= 0:
+        return 0
+    momenta = [m.momentum for m in bns]
+    model.to(device).train()
+    seen = 0
+    try:
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None
+        for i, (imgs, _) in enumerate(Batches(data, batch_size, shuffle=True, device=device, seed=seed)):
+            if i >= batches:
+                break
+            with autocast(device, amp):
+                model(imgs)
+            seen += len(imgs)
+    finally:
+        for m, momentum in zip(bns, momenta, strict=True):
+            m.momentum = momentum
+        model.eval()
+    return seen
+
+
+def adapted_convs(split_model: SplitModel, n: int) -> list[int]:
+    """Darknet indices of the edge convs that adapt to the cut: the first ``n`` after it, and the conv after
+    any route that reads the cut layer directly (at j=5 route 20 carries conv 8's output to conv 21)."""
+    layers = split_model.edge.layers
+    convs = sorted(int(k) for k, m in layers.items() if isinstance(m, ConvBlock))
+    out = set(convs[:n])
+    if n > 0:
+        for k, m in layers.items():
+            nxt = layers[str(int(k) + 1)] if str(int(k) + 1) in layers else None
+            if isinstance(m, Route) and split_model.cut_layer in m.sources and isinstance(nxt, ConvBlock):
+                out.add(int(k) + 1)
+    return sorted(out)
+
+
 def finetune(
     split_model: SplitModel,
     baseline: TinyYOLOv3,
     data: ImageSet,
     cfg: TrainConfig,
     device: torch.device,
-    distill: DistillConfig | None = DistillConfig(),
+    distill: DistillConfig | None = None,
     progress: bool = True,
+    adapt: AdaptConfig | None = AdaptConfig(),
 ) -> tuple[SplitModel, dict[str, float]]:
-    """Quantization-aware fine-tuning of a split (and maybe pruned) model, distilled from ``baseline``.
+    """Quantization-aware fine-tuning of a split (and maybe pruned) model, optionally distilled from ``baseline``.
+
+    With ``adapt`` (the default recipe, :class:`AdaptConfig`): AdaBN first, then the convs next to the cut
+    learn at a higher rate and the deeper edge BatchNorms stay frozen. ``adapt=None`` trains every layer at
+    ``cfg.lr`` with every BatchNorm in training mode.
 
     The feature distillation term compares the output of the edge's first conv (student) with the same layer
-    of the baseline (teacher); it is skipped where the pruned student's layer has another shape.
+    of the baseline (teacher).
     """
+    j = split_model.j
+    groups, frozen, stats0 = None, (), {"bn_images": 0}
+    if adapt is not None:
+        stats0["bn_images"] = recalibrate_bn(split_model, data, adapt.bn_recalib_batches, cfg.batch_size, device,
+                                             cfg.amp, cfg.seed)
+        near = set(adapted_convs(split_model, adapt.adapt_convs)) if 0 < j < 6 else set()
+        node = [p for m in split_model.node.layers.values() for p in m.parameters()]
+        fast = [p for k, m in split_model.edge.layers.items() if int(k) in near for p in m.parameters()]
+        rest = [p for k, m in split_model.edge.layers.items() if int(k) not in near for p in m.parameters()]
+        groups = [(node, adapt.node_lr_scale), (fast, adapt.adapt_lr_scale), (rest, 1.0)]
+        if adapt.freeze_bn:
+            frozen = tuple(b for k, m in split_model.edge.layers.items() if int(k) not in near
+                           for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm))
     taps = None
-    if distill is not None and distill.feature_weight > 0 and 0 < split_model.j < 6:
+    if distill is not None and distill.feature_weight > 0 and 0 < j < 6:
         first_edge = min(int(k) for k, m in split_model.edge.layers.items() if hasattr(m, "conv"))
         taps = (split_model.edge.layers[str(first_edge)], baseline.layers[first_edge])
+    teacher = baseline if distill is not None and (distill.output_weight > 0 or distill.feature_weight > 0) else None
     ema, stats = fit(split_model, head_config(split_model.cfg), split_model.cfg.input_size, data, cfg, device,
-                     teacher=baseline if distill is not None else None, distill=distill, feature_taps=taps,
-                     desc=f"finetune j={split_model.j}", progress=progress)
-    return ema.cpu().eval(), stats
+                     teacher=teacher, distill=distill, feature_taps=taps, desc=f"finetune j={j}",
+                     progress=progress, param_groups=groups, frozen_bn=frozen)
+    return ema.cpu().eval(), {**stats, **stats0}

@@ -17,7 +17,7 @@ from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 from models.codec import CODECS
 from models.prune import CRITERIA
 from models.split import PARTITIONS
-from objectives.train import DistillConfig, TrainConfig
+from objectives.train import AdaptConfig, DistillConfig, TrainConfig
 from search.profiles import ConfigError, _build, available, profile_from_dict
 
 
@@ -174,6 +174,7 @@ class TrainSection:
     finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0.0, steps=40, lr=1e-4,
                                                                       warmup_epochs=0.0, ema_decay=0.99))
     distill: DistillConfig = field(default_factory=DistillConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
     finetune_enabled: bool = True
 
 
@@ -245,13 +246,15 @@ def load_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
         except ValueError as e:
             raise ConfigError(str(e)) from None
     tr = d.get("train") or {}
-    unknown = sorted(set(tr) - {"baseline", "finetune", "distill", "finetune_enabled"})
+    unknown = sorted(set(tr) - {"baseline", "finetune", "distill", "adapt", "finetune_enabled"})
     if unknown:
-        raise ConfigError(f"train.{unknown[0]}: unknown key; expected baseline, finetune, distill, finetune_enabled")
+        raise ConfigError(f"train.{unknown[0]}: unknown key; expected baseline, finetune, distill, adapt, "
+                          "finetune_enabled")
     train = TrainSection(
         baseline=_train(tr.get("baseline") or {}, "train.baseline", TrainConfig()),
         finetune=_train(tr.get("finetune") or {}, "train.finetune", TrainSection().finetune),
         distill=_build(DistillConfig, tr.get("distill") or {}, "train.distill"),
+        adapt=_build(AdaptConfig, tr.get("adapt") or {}, "train.adapt"),
         finetune_enabled=bool(tr.get("finetune_enabled", True)),
     )
     plat = d.get("platform") or {}

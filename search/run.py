@@ -120,7 +120,8 @@ class Searcher:
             conf_threshold=rc.eval.conf_threshold, nms_iou=rc.eval.nms_iou,
             payload_conf_threshold=rc.eval.payload_conf_threshold, calib_images=rc.eval.calib_images,
             payload_images=rc.eval.payload_images, codecs=tuple(rc.space.codecs), finetune=ft,
-            distill=rc.train.distill, measure_edge=rc.platform.edge.measured, progress=rc.progress,
+            distill=rc.train.distill, adapt=rc.train.adapt, measure_edge=rc.platform.edge.measured,
+            progress=rc.progress,
             recon=rc.model.recon, range_percentile=rc.model.range_percentile,
             before_finetune=rc.eval.before_finetune)
         self.cache: dict[str, AccuracyResult] = {}
