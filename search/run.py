@@ -380,6 +380,12 @@ def run(cfg: DictConfig | RunConfig) -> RunResult:
     if study.user_attrs.get("space") not in (None, repr(rc.space)):
         log.warning("the space differs from the one this study was created with; old trials are kept")
     study.set_user_attr("space", repr(rc.space))
+    measured_with = repr((rc.data, rc.model, rc.train, rc.eval))  # what an accuracy result depends on
+    if study.user_attrs.get("accuracy_settings") not in (None, measured_with):
+        log.warning("data/model/train/eval settings differ from those this study's trials were measured with; old "
+                    "trials are kept and a repeated design point reuses their results - use a new study.name to "
+                    "measure again")
+    study.set_user_attr("accuracy_settings", measured_with)
     base_map = _baseline_map(rc, study, f"{base.path.name}:{rc.eval.conf_threshold}:{rc.eval.nms_iou}",
                              base.model, val, device)
     print(f"baseline mAP@0.5 = {base_map:.4f} ({'cached' if base.cached else f'trained in {base.seconds:.0f} s'}); "

@@ -54,10 +54,13 @@ def test_report_data_figures_and_table1(study):
     assert t1.loc["with pruning", "energy_saving_vs_node"] == pytest.approx(400 / 20)
     assert t1.loc["with pruning", "speedup_vs_edge"] == pytest.approx(30 / 250)
     assert t1.loc["with pruning", "speedup_vs_node"] == pytest.approx(2000 / 250)
+    assert t1.loc["without pruning", "best energy point"] == "j=3, cut 100 %, wifi/zlib"
+    assert t1.loc["with pruning", "best energy point"] == "j=3, cut 12.5 %, wifi/zlib"
     h = d["headline"].set_index("claim")
     assert h.loc["smallest payload at mAP >= 95 % of baseline [B]", "this study"] == 424
     assert h.loc["energy saving vs all-in-node (x)", "paper"] == 17.0
     assert h["why they differ"].str.len().min() > 20  # one sentence on each difference
+    assert not h["why they differ"].str.contains("No split point").any()  # 424 B reached 95 % here
 
 
 def test_report_html_offline(study, tmp_path):
@@ -88,4 +91,6 @@ def test_report_with_no_feasible_split(tmp_path):
     rows, _ = study_frames(s)
     d = report_data(rows)
     assert d["table1"].empty and "headline" in d
+    h = d["headline"].set_index("claim")
+    assert "(the best reached 0.100 of 0.920)" in h.loc["smallest payload at mAP >= 95 % of baseline [B]", "why they differ"]
     assert write_report(s, tmp_path).is_file()

@@ -109,10 +109,13 @@ def test_resume_keeps_trials_and_counts_total(quick_run, tmp_path):
     study = load(studies)
     assert {t.number: t.values for t in study.get_trials()} == before  # n_trials is the study's total
     assert "cached" in p.stdout  # dataset and baseline caches reused
-    cli(studies, "study.n_trials=4")
+    p = cli(studies, "study.n_trials=4")
+    assert "settings differ" not in p.stdout + p.stderr
     study = load(studies)
     assert len(primaries(study)) == 4
     assert all(study.trials[n].values == v for n, v in before.items())
+    p = cli(studies, "study.n_trials=4", "train.finetune.lr=0.002")  # a recipe change is not silent
+    assert "settings differ from those this study's trials were measured with" in p.stdout + p.stderr
 
 
 def test_export_mode_rebuilds_without_training(quick_run, tmp_path):
