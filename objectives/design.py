@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from models import TinyYOLOv3Config, layer_table
+from models.prune import keep_count
 from models.split import CUT_CONV
 
 # node convs before the cut conv at each j (step 2 targets), darknet numbering
@@ -36,13 +39,19 @@ class DesignPoint:
     def pruned(self) -> bool:
         return self.cut_keep < 1.0 or any(r < 1.0 for _, r in self.layer_keep)
 
-    def accuracy_key(self) -> str:
-        """Identifies the trained model: radio and codec never change it."""
+    def accuracy_key(self, channels: Mapping[int, int]) -> str:
+        """Identifies the trained model: radio and codec never change it, and keep ratios count by the channels
+        they keep (``channels``: unpruned output channels per darknet conv, :func:`conv_channels`), so two
+        ratios that round to the same count are one model. E.g. ``j=3;b=1;cut=8/64;L=[0:8/16,2:32/32];crit=l1``.
+        """
         if self.j in (0, 6):
             return f"j={self.j}"
-        keeps = ",".join(f"{c}:{r:.4f}" for c, r in self.layer_keep)
-        crit = self.criterion if self.pruned else "-"
-        return f"j={self.j};b={self.bits};cut={self.cut_keep:.4f};L=[{keeps}];crit={crit}"
+        kept = [(c, keep_count(channels[c], float(r)), channels[c]) for c, r in
+                ((CUT_CONV[self.j], self.cut_keep), *self.layer_keep)]
+        pruned = any(k < n for _, k, n in kept)
+        keeps = ",".join(f"{c}:{k}/{n}" for c, k, n in kept[1:])
+        crit = self.criterion if pruned else "-"
+        return f"j={self.j};b={self.bits};cut={kept[0][1]}/{kept[0][2]};L=[{keeps}];crit={crit}"
 
     def keep_map(self) -> dict[int, float]:
         """Prune request for :func:`models.prune.prune` (ratios)."""
@@ -51,3 +60,10 @@ class DesignPoint:
         if cut is not None and self.cut_keep < 1.0:
             out[cut] = float(self.cut_keep)
         return out
+
+
+def conv_channels(cfg: TinyYOLOv3Config) -> dict[int, int]:
+    """Unpruned output channels of every prunable node conv (the keys of :meth:`DesignPoint.accuracy_key`)."""
+    table = layer_table(cfg)
+    convs = {*EARLIER_CONVS[5], *(c for c in CUT_CONV.values() if c is not None)}
+    return {c: table[c].out_channels for c in sorted(convs)}

@@ -23,7 +23,7 @@ from objectives.costs import evaluate_costs as _evaluate_costs
 from objectives.costs.measure import time_edge_ms
 from objectives.data.batches import Batches
 from objectives.data.synthetic import ImageSet
-from objectives.design import DesignPoint
+from objectives.design import DesignPoint, conv_channels
 from objectives.train import AdaptConfig, DistillConfig, TrainConfig, finetune, head_config
 
 
@@ -154,7 +154,8 @@ def evaluate_accuracy(point: DesignPoint, baseline: TinyYOLOv3, train: ImageSet,
         example = sm.node(calib[:1]) if point.j < 6 else None
         edge_ms = time_edge_ms(sm.edge.to(device), sm.interface(example).to(device)) if example is not None else 0.0
     return AccuracyResult(
-        key=point.accuracy_key(), j=point.j, map50=r.map50, map50_95=r.map50_95, map50_before_finetune=before,
+        key=point.accuracy_key(conv_channels(cfg)), j=point.j, map50=r.map50, map50_95=r.map50_95,
+        map50_before_finetune=before,
         node_macs=macs.node, edge_macs=macs.edge,
         node_macs_per_layer={str(k): int(v) for k, v in macs.node_per_layer.items()},
         cut_shape=[c, h, w], feature_values=c * h * w if 1 <= point.j <= 5 else 0, raw_bytes=ps.raw_bytes,

@@ -31,7 +31,7 @@ from models.split import CUT_CONV
 from objectives.accuracy import evaluate_map
 from objectives.data.real import load_coco, load_yolo
 from objectives.data.synthetic import ImageSet, SyntheticConfig, cached
-from objectives.design import EARLIER_CONVS, DesignPoint
+from objectives.design import EARLIER_CONVS, DesignPoint, conv_channels
 from objectives.objective import (
     AccuracyResult,
     EvalSettings,
@@ -100,7 +100,8 @@ def recover(study: optuna.Study, single_worker: bool) -> int:
         study._storage.set_trial_user_attr(t._trial_id, "interrupted", True)
         study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         if t.params:
-            study.enqueue_trial(t.params, skip_if_exists=True)
+            # not skip_if_exists: Optuna would find this very (now failed) trial's params and skip the retry
+            study.enqueue_trial(t.params)
         n += 1
     return n
 
@@ -113,6 +114,7 @@ class Searcher:
         self.rc, self.study, self.baseline = rc, study, baseline
         self.train, self.val, self.device = train, val, device
         self.baseline_map50 = baseline_map50
+        self.channels = conv_channels(baseline.cfg)
         self.radios = {n: load_profile("radio", n) for n in rc.space.radios}
         self.codecs = {n: load_profile("codec", n) for n in rc.space.codecs}
         ft = rc.train.finetune if rc.train.finetune_enabled else None
@@ -142,7 +144,7 @@ class Searcher:
 
     # -------------------------------------------------------------------------------- objective
     def accuracy(self, point: DesignPoint) -> AccuracyResult:
-        key = point.accuracy_key()
+        key = point.accuracy_key(self.channels)
         if key not in self.cache:
             self.cache[key] = evaluate_accuracy(point, self.baseline, self.train, self.val, self.settings,
                                                 self.device)
@@ -170,7 +172,7 @@ class Searcher:
         trial.set_user_attr("role", "primary")
         trial.set_user_attr("radio", point.radio)
         trial.set_user_attr("codec", point.codec)
-        dup = self.evaluated.get((point.accuracy_key(), point.radio, point.codec))
+        dup = self.evaluated.get((point.accuracy_key(self.channels), point.radio, point.codec))
         if dup is not None:
             # the same model on the same radio and codec is already in the study (as a trial or a sibling)
             trial.set_user_attr("duplicate_of", dup)

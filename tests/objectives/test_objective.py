@@ -8,7 +8,7 @@ import torch
 from models import TinyYOLOv3, TinyYOLOv3Config
 from models.codec import HEADER_BYTES
 from objectives.data.synthetic import SyntheticConfig, generate
-from objectives.design import DesignPoint
+from objectives.design import DesignPoint, conv_channels
 from objectives.objective import AccuracyResult, EvalSettings, constraint_value, evaluate_accuracy, node_work
 from objectives.train import TrainConfig
 
@@ -52,7 +52,8 @@ def test_split_point_pruned_and_finetuned(setup):
     assert acc.feature_values == 4 * 8 * 8 and acc.raw_bytes == math.ceil(4 * 8 * 8 * 2 / 8)
     assert acc.payload_mean_bytes["none"] == HEADER_BYTES + acc.raw_bytes
     assert acc.kept_channels == {"4": [8, 4], "0": [2, 1]}
-    assert acc.finetune_steps == 3 and acc.key == p.accuracy_key()
+    assert acc.finetune_steps == 3 and acc.key == p.accuracy_key(conv_channels(base.cfg))
+    assert acc.key == "j=3;b=2;cut=4/8;L=[0:1/2,2:4/4];crit=l1"  # width 0.125: convs 0, 2, 4 have 2, 4, 8
     # round-trips through trial user attrs
     again = AccuracyResult.from_attrs(acc.as_attrs())
     assert again == acc
@@ -62,12 +63,19 @@ def test_split_point_pruned_and_finetuned(setup):
         node_work(acc, "lzma")
 
 
-def test_accuracy_key_ignores_cost_axes():
+def test_accuracy_key_ignores_cost_axes_and_counts_channels():
+    ch = conv_channels(TinyYOLOv3Config(num_classes=1, input_size=160))
+    assert ch == {0: 16, 2: 32, 4: 64, 6: 128, 8: 256}
     a = DesignPoint(3, 1, 0.5, ((0, 1.0),), "l1", "zlib", "ble5")
     b = DesignPoint(3, 1, 0.5, ((0, 1.0),), "l1", "none", "wifi")
-    assert a.accuracy_key() == b.accuracy_key()
-    assert DesignPoint(3, 2, 0.5).accuracy_key() != DesignPoint(3, 1, 0.5).accuracy_key()
-    assert DesignPoint(0, radio="x").accuracy_key() == DesignPoint(0).accuracy_key() == "j=0"
+    assert a.accuracy_key(ch) == b.accuracy_key(ch) == "j=3;b=1;cut=32/64;L=[0:16/16];crit=l1"
+    assert DesignPoint(3, 2, 0.5).accuracy_key(ch) != DesignPoint(3, 1, 0.5).accuracy_key(ch)
+    assert DesignPoint(0, radio="x").accuracy_key(ch) == DesignPoint(0).accuracy_key(ch) == "j=0"
+    # ratios that keep the same channels are one model (3 of 16 at j=1: 0.174, 0.203 and 0.212 all round to 3)
+    assert len({DesignPoint(1, 8, r).accuracy_key(ch) for r in (0.174, 0.203, 0.212)}) == 1
+    assert DesignPoint(1, 8, 0.25).accuracy_key(ch) != DesignPoint(1, 8, 0.203).accuracy_key(ch)
+    # a ratio that keeps every channel is the unpruned model, whatever the criterion
+    assert DesignPoint(2, 1, 0.99, (), "taylor").accuracy_key(ch) == DesignPoint(2, 1, 1.0).accuracy_key(ch)
     assert a.keep_map() == {4: 0.5}
 
 
