@@ -435,12 +435,15 @@ def finetune(
                                              cfg.amp, cfg.seed)
         near = set(adapted_convs(split_model, adapt.adapt_convs)) if 0 < j < 6 else set()
         node = [p for m in split_model.node.layers.values() for p in m.parameters()]
-        fast = [p for k, m in split_model.edge.layers.items() if int(k) in near for p in m.parameters()]
-        rest = [p for k, m in split_model.edge.layers.items() if int(k) not in near for p in m.parameters()]
+        fast: list[nn.Parameter] = []
+        rest: list[nn.Parameter] = []
+        deep_bn: list[nn.Module] = []
+        for k, m in split_model.edge.layers.items():
+            (fast if int(k) in near else rest).extend(m.parameters())
+            if int(k) not in near:
+                deep_bn += [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
         groups = [(node, adapt.node_lr_scale), (fast, adapt.adapt_lr_scale), (rest, 1.0)]
-        if adapt.freeze_bn:
-            frozen = tuple(b for k, m in split_model.edge.layers.items() if int(k) not in near
-                           for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm))
+        frozen = tuple(deep_bn) if adapt.freeze_bn else ()
     taps = None
     if distill is not None and distill.feature_weight > 0 and 0 < j < 6:
         first_edge = min(int(k) for k, m in split_model.edge.layers.items() if hasattr(m, "conv"))

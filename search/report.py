@@ -36,8 +36,12 @@ PAPER_TABLE1 = {"without pruning": {"energy_saving_vs_edge": 1.26, "energy_savin
                                  "speedup_vs_edge": 5.24, "speedup_vs_node": 2.65}}
 
 
+# short label -> trial column of the share of channels kept, cut conv first
+KEEP_COLUMNS = {"cut": "keep_cut", "L0": "keep_L0", "L2": "keep_L2", "L4": "keep_L4", "L6": "keep_L6"}
+
+
 def _unpruned(df: pd.DataFrame) -> pd.Series:
-    keeps = [c for c in ("keep_cut", "keep_L0", "keep_L2", "keep_L4", "keep_L6") if c in df.columns]
+    keeps = [c for c in KEEP_COLUMNS.values() if c in df.columns]
     return df[keeps].fillna(1.0).ge(1.0 - 1e-9).all(axis=1)
 
 
@@ -99,8 +103,7 @@ def _same(done: pd.DataFrame, j: int, r: pd.Series) -> pd.DataFrame:
 def _describe(r: pd.Series) -> str:
     """E.g. 'j=2, 1 bit, cut 100 %, L0 50 %, wifi/zlib' (shares of channels kept)."""
     bits = "" if pd.isna(r.get("bits")) else f", {int(r['bits'])} bit"
-    keeps = [(name, r.get(col)) for name, col in (("cut", "keep_cut"), ("L0", "keep_L0"), ("L2", "keep_L2"),
-                                                   ("L4", "keep_L4"), ("L6", "keep_L6"))]
+    keeps = ((name, r.get(col)) for name, col in KEEP_COLUMNS.items())
     keep = "".join(f", {name} {100 * float(v):.3g} %" for name, v in keeps if v is not None and not pd.isna(v))
     return f"j={int(r['j'])}{bits}{keep}, {r['radio']}/{r['codec']}"
 
