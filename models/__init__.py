@@ -3,13 +3,13 @@
 from models.codec import CODECS, PayloadError, decode, encode_detections, encode_features, packed_nbytes
 from models.interface import ImageInterface, QuantInterface, calibrate
 from models.prune import CRITERIA, prune
-from models.split import PARTITIONS, CutPoint, SplitModel, cut_points, split
+from models.split import PARTITIONS, CutPoint, CutTable, SplitModel, cut_points, split
 from models.tiny_yolov3 import TinyYOLOv3, TinyYOLOv3Config, layer_table
 from models.yolo import YOLOHeadConfig, YOLOLoss, batched_nms, box_iou, nms, postprocess
 from models.yolo import decode as decode_heads
 
 __all__ = [
-    "CODECS", "CRITERIA", "PARTITIONS", "CutPoint", "ImageInterface", "PayloadError", "QuantInterface",
+    "CODECS", "CRITERIA", "PARTITIONS", "CutPoint", "CutTable", "ImageInterface", "PayloadError", "QuantInterface",
     "SplitModel", "TinyYOLOv3", "TinyYOLOv3Config", "YOLOHeadConfig", "YOLOLoss", "batched_nms", "box_iou",
     "calibrate", "cut_points", "decode", "decode_heads", "encode_detections", "encode_features", "layer_table",
     "nms", "packed_nbytes", "postprocess", "prune", "split",

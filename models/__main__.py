@@ -1,4 +1,4 @@
-"""`python -m models`: a demonstration of the split Tiny-YOLOv3 until the search CLI lands.
+"""`python -m models`: a seconds-long demonstration of the split/quantize/encode pipeline.
 
 For every partition point j it splits a Tiny-YOLOv3, quantizes the cut to b bits, encodes the payload with
 every codec and prints the shapes, bytes and MACs. The weights are untrained (no data is trained here), so
@@ -13,7 +13,7 @@ import torch
 
 from models import CODECS, PARTITIONS, TinyYOLOv3, TinyYOLOv3Config, calibrate, encode_detections, split
 from models.codec import encode_features, packed_nbytes
-from models.yolo import YOLOHeadConfig, decode, postprocess
+from models.yolo import decode, postprocess
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     cfg = TinyYOLOv3Config(num_classes=args.classes, input_size=args.size)
     model = TinyYOLOv3(cfg).eval()
     x = torch.rand(1, 3, args.size, args.size)
-    head = YOLOHeadConfig(cfg.num_classes, tuple(map(tuple, cfg.scaled_anchors.tolist())))
+    head = cfg.head()
     codecs = sorted(CODECS)
     print(f"Tiny-YOLOv3 {args.size}px, {args.classes} class(es), b={args.bits}; untrained weights, random image")
     print(f"{'j':>2} {'cut (C,H,W)':>16} {'node MMAC':>10} {'edge MMAC':>10} {'packed B':>9} "

@@ -47,7 +47,6 @@ class QuantInterface(nn.Module):
         self.enabled = enabled
         self.register_buffer("mu", torch.zeros(()))
         self.register_buffer("max", torch.ones(()))
-        self.register_buffer("calibrated", torch.zeros((), dtype=torch.bool))
         # per-code reconstruction values for recon="centroid" (mean of the calibration values in each bin)
         self.register_buffer("centroids", torch.zeros(2 ** bits))
 
@@ -87,7 +86,6 @@ class QuantInterface(nn.Module):
             raise ValueError(f"interface range max={max_abs} must be > 0")
         self.mu.fill_(float(mu))
         self.max.fill_(float(max_abs))
-        self.calibrated.fill_(True)
 
 
 class ImageInterface(QuantInterface):
@@ -95,7 +93,6 @@ class ImageInterface(QuantInterface):
 
     def __init__(self, enabled: bool = True) -> None:
         super().__init__(bits=8, enabled=enabled)
-        self.calibrated.fill_(True)
 
     def quantize(self, f: torch.Tensor) -> torch.Tensor:
         return torch.round(f.float().clamp(0, 1) * 255).to(torch.uint8)

@@ -14,7 +14,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from models.split import CUT_CONV, SplitModel
+from models.split import SplitModel
 
 CRITERIA: tuple[str, ...] = ("l1", "l2", "bn_scale", "taylor")
 
@@ -57,7 +57,7 @@ def prune(
     Args:
         split_model: from :func:`models.split.split`.
         keep: darknet conv index -> channels kept (int) or keep ratio (float). The cut conv (see
-            :data:`models.split.CUT_CONV`) is step 1; other node convs are step 2. Convs not named are kept
+            ``split_model.cut_point.conv``) is step 1; other node convs are step 2. Convs not named are kept
             whole. Naming an edge conv or a head is an error.
         criterion: importance criterion, one of :data:`CRITERIA`.
         example_input: (1, 3, S, S) tensor used to trace the graph (zeros of the model's input size if
@@ -97,7 +97,7 @@ def prune(
             split_model.zero_grad()
             loss_fn(split_model).backward()
         # step 1 (the cut conv) first, then step 2 in darknet order
-        cut_conv = CUT_CONV[split_model.j]
+        cut_conv = split_model.cut_point.conv
         order = sorted(keep, key=lambda i: (i != cut_conv, i))
         done: dict[int, tuple[int, int]] = {}
         for i in order:

@@ -17,23 +17,22 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from models.interface import ImageInterface, QuantInterface
+from models.interface import ImageInterface, QuantInterface, calibrate
 from models.tiny_yolov3 import (
-    HEAD_CONVS,
     NUM_LAYERS,
+    PARTITION_LAYERS,
     ConvBlock,
+    Route,
     TinyYOLOv3,
     TinyYOLOv3Config,
     conv_layer_macs,
+    head_convs,
+    is_conv,
     layer_table,
     run_layers,
 )
 
-PARTITIONS: tuple[int, ...] = (0, 1, 2, 3, 4, 5, 6)
-# darknet index of the last node layer for each j (-1: none)
-CUT_LAYER: dict[int, int] = {0: -1, 1: 1, 2: 3, 3: 5, 4: 7, 5: 8, 6: NUM_LAYERS - 1}
-# the conv whose output channels are the payload (step 1 prunes it); None where the payload is not a map
-CUT_CONV: dict[int, int | None] = {0: None, 1: 0, 2: 2, 3: 4, 4: 6, 5: 8, 6: None}
+PARTITIONS: tuple[int, ...] = tuple(range(len(PARTITION_LAYERS)))
 
 
 def check_partition(j: int) -> int:
@@ -44,21 +43,28 @@ def check_partition(j: int) -> int:
 
 @dataclass(frozen=True)
 class CutPoint:
-    """Static facts of partition point j at full width (before pruning).
+    """Static facts of partition point j at full width (before pruning), like timm's ``feature_info``.
 
     Attributes:
         j: partition index.
         layer: darknet index of the last node layer (-1 for j=0).
+        conv: the conv whose output channels are the payload (step 1 prunes it); None at j=0 (the node sends
+            the image) and j=6 (it sends detections).
+        earlier_convs: the node convs before ``conv`` that step 2 may prune, in darknet order.
         channels, height, width: shape of the tensor the node sends (the image for j=0; for j=6 the node
             sends detections and the shape is that of the last head, for reference only).
+        stride: input pixels per cut-tensor pixel.
         node_macs, edge_macs: MACs on each side at full width.
     """
 
     j: int
     layer: int
+    conv: int | None
+    earlier_convs: tuple[int, ...]
     channels: int
     height: int
     width: int
+    stride: int
     node_macs: int
     edge_macs: int
 
@@ -66,21 +72,53 @@ class CutPoint:
     def values(self) -> int:
         return self.channels * self.height * self.width
 
+    @property
+    def is_split(self) -> bool:
+        """A feature map crosses (1 <= j <= 5): the cut is quantized and may be pruned."""
+        return self.conv is not None
 
-def cut_points(cfg: TinyYOLOv3Config) -> list[CutPoint]:
-    """Cut-point metadata for every j, from the config alone (no forward pass)."""
+
+class CutTable(tuple):
+    """The cut points of one model configuration, indexed by j (``table[j]``), plus the unpruned output
+    channels of every prunable conv (``conv_channels``). The one source of layer numbers for the rest of the
+    code: step-1/step-2 targets, trial parameter names and export columns all derive from it."""
+
+    conv_channels: dict[int, int]
+
+    def __new__(cls, points: list[CutPoint], conv_channels: dict[int, int]) -> CutTable:
+        table = super().__new__(cls, points)
+        table.conv_channels = dict(conv_channels)
+        return table
+
+    @property
+    def prunable_convs(self) -> tuple[int, ...]:
+        """Every conv that step 1 or step 2 prunes at some j, in darknet order."""
+        return tuple(sorted(self.conv_channels))
+
+    @property
+    def earlier_convs(self) -> tuple[int, ...]:
+        """Every conv that step 2 prunes at some j, in darknet order (the ``keep_L<conv>`` parameters)."""
+        return tuple(sorted({c for p in self for c in p.earlier_convs}))
+
+
+def cut_points(cfg: TinyYOLOv3Config) -> CutTable:
+    """The cut-point table of ``cfg``, from the config alone (no forward pass)."""
     table = layer_table(cfg)
     total = sum(t.macs for t in table)
+    heads = set(head_convs())
     pts = []
-    for j in PARTITIONS:
-        cut = CUT_LAYER[j]
+    for j, cut in enumerate(PARTITION_LAYERS):
         node = sum(t.macs for t in table[: cut + 1])
+        node_convs = [i for i in range(cut + 1) if is_conv(i) and i not in heads]
+        conv = node_convs[-1] if node_convs and cut < NUM_LAYERS - 1 else None
+        earlier = tuple(c for c in node_convs if conv is not None and c < conv)
         if cut < 0:
             c, (h, w) = 3, (cfg.input_size, cfg.input_size)
         else:
             c, (h, w) = table[cut].out_channels, table[cut].out_hw
-        pts.append(CutPoint(j, cut, c, h, w, node, total - node))
-    return pts
+        pts.append(CutPoint(j, cut, conv, earlier, c, h, w, cfg.input_size // h, node, total - node))
+    channels = {i: table[i].out_channels for p in pts for i in (*p.earlier_convs, p.conv) if i is not None}
+    return CutTable(pts, channels)
 
 
 class _DarknetIndex:
@@ -152,17 +190,14 @@ class SplitModel(nn.Module):
         super().__init__()
         self.j = j
         self.cfg = cfg
+        self.cut_point = cut_points(cfg)[j]
         self.node = node
         self.interface = interface if interface is not None else nn.Identity()
         self.edge = edge
 
     @property
     def cut_layer(self) -> int:
-        return CUT_LAYER[self.j]
-
-    @property
-    def has_interface(self) -> bool:
-        return isinstance(self.interface, QuantInterface)
+        return self.cut_point.layer
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.edge(self.interface(self.node(x)))
@@ -185,49 +220,87 @@ class SplitModel(nn.Module):
 
     def cut_shape(self) -> tuple[int, int, int]:
         """(C, H, W) of the tensor sent at j (after any pruning), without a forward pass."""
-        if self.j == 0:
-            return 3, self.cfg.input_size, self.cfg.input_size
-        table = layer_table(self.cfg)
-        conv = self.layer(CUT_CONV[self.j]) if CUT_CONV[self.j] is not None else None
-        c = conv.conv.out_channels if isinstance(conv, ConvBlock) else table[self.cut_layer].out_channels
-        return (c, *table[self.cut_layer].out_hw)
+        p = self.cut_point
+        c = self.layer(p.conv).conv.out_channels if p.conv is not None else p.channels
+        return c, p.height, p.width
 
     def node_convs(self) -> list[int]:
         """Prunable conv layers on the node (heads excluded), in darknet order."""
-        return sorted(int(i) for i, m in self.node.layers.items()
-                      if isinstance(m, ConvBlock) and int(i) not in HEAD_CONVS)
+        heads = head_convs()
+        return sorted(int(i) for i, m in self.node.layers.items() if isinstance(m, ConvBlock) and int(i) not in heads)
+
+    def adapted_convs(self, n: int) -> list[int]:
+        """Darknet indices of the edge convs that adapt to the cut when fine-tuning: the first ``n`` after it,
+        and the conv after any route that reads the cut layer directly (at j=5 route 20 carries conv 8's output
+        to conv 21)."""
+        layers = self.edge.layers
+        convs = sorted(int(k) for k, m in layers.items() if isinstance(m, ConvBlock))
+        out = set(convs[:n])
+        if n > 0:
+            for k, m in layers.items():
+                nxt = layers[str(int(k) + 1)] if str(int(k) + 1) in layers else None
+                if isinstance(m, Route) and self.cut_layer in m.sources and isinstance(nxt, ConvBlock):
+                    out.add(int(k) + 1)
+        return sorted(out)
+
+    @torch.no_grad()
+    def calibrate(self, images: torch.Tensor, device: torch.device | str, percentile: float,
+                  batch_size: int = 64) -> None:
+        """Calibrate the interface's mu and max (Eq. 5) on the node's outputs for ``images`` (N, 3, S, S);
+        a no-op at j=0 and j=6."""
+        if self.cut_point.is_split:
+            self.eval().to(device)
+            calibrate(self.interface, lambda: (self.node(images[i:i + batch_size].to(device))
+                                               for i in range(0, len(images), batch_size)), percentile)
+
+    @torch.no_grad()
+    def node_peak_activation(self, x: torch.Tensor) -> int:
+        """Largest input + output (values, one image) of any leaf layer on the node: the node's working RAM
+        in values. ``x``: (N, 3, S, S), only the first image is run."""
+        peak = [x[0].numel()]
+
+        def hook(m, inp, out):
+            if torch.is_tensor(out) and inp and torch.is_tensor(inp[0]):
+                peak.append(inp[0][0].numel() + out[0].numel())
+
+        hs = [m.register_forward_hook(hook) for m in self.node.modules() if not list(m.children())]
+        try:
+            self.node(x[:1])
+        finally:
+            for h in hs:
+                h.remove()
+        return int(max(peak))
 
 
-def split(model: TinyYOLOv3, j: int, bits: int = 8, midpoint: bool = False, interface: bool = True,
-          copy_model: bool = True, recon: str | None = None) -> SplitModel:
+def split(model: TinyYOLOv3, j: int, bits: int = 8, interface: bool = True, copy_model: bool = True,
+          recon: str | None = None) -> SplitModel:
     """Split ``model`` at partition point j.
 
     Args:
         model: the unsplit network (left unchanged unless ``copy_model=False``).
         j: partition point 0..6.
         bits: interface bit width b (1..8); j=0 always sends 8-bit pixels.
-        midpoint: reconstruct at bin centres (see :mod:`models.interface`).
-        recon: ``paper`` (Eq. 6), ``midpoint`` or ``centroid``; overrides ``midpoint`` when given.
+        recon: ``paper`` (Eq. 6, the default), ``midpoint`` or ``centroid`` (see :mod:`models.interface`).
         interface: build the interface enabled; with False the split model equals the unsplit one.
         copy_model: deep-copy the model first so pruning and fine-tuning never touch the baseline.
 
     Returns:
-        The split model; its interface still needs :func:`models.interface.calibrate` for 1 <= j <= 5.
+        The split model; its interface still needs :meth:`SplitModel.calibrate` for 1 <= j <= 5.
     """
     check_partition(j)
     src = copy.deepcopy(model) if copy_model else model
     if copy_model:
         src.requires_grad_(True)  # the split model is for pruning and fine-tuning (an EMA copy may be frozen)
-    cut = CUT_LAYER[j]
+    cut = PARTITION_LAYERS[j]
     layers = dict(enumerate(src.layers))
     node = NodePart({i: m for i, m in layers.items() if i <= cut}, cut)
     edge = EdgePart({i: m for i, m in layers.items() if i > cut}, cut)
     if j == 0:
         iface: QuantInterface | None = ImageInterface(enabled=interface)
-    elif j == 6:
+    elif j == len(PARTITION_LAYERS) - 1:
         iface = None
     else:
-        iface = QuantInterface(bits=bits, midpoint=midpoint, enabled=interface, recon=recon)
+        iface = QuantInterface(bits=bits, enabled=interface, recon=recon)
     sm = SplitModel(node, iface, edge, j, src.cfg)
     sm.train(model.training)
     return sm

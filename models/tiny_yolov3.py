@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.yolo import YOLOHeadConfig
+
 # Darknet yolov3-tiny anchors (w, h) in pixels at 416 px input; masks 3,4,5 -> 13x13 head, 0,1,2 -> 26x26.
 DARKNET_ANCHORS: tuple[tuple[float, float], ...] = (
     (10, 14), (23, 27), (37, 58), (81, 82), (135, 169), (344, 319)
@@ -49,8 +51,10 @@ _LAYERS: tuple[tuple[str, tuple], ...] = (
     ("yolo", (0, 1, 2)),  # 23
 )
 NUM_LAYERS = len(_LAYERS)
-YOLO_LAYERS = (16, 23)
-HEAD_CONVS = (15, 22)
+# The paper's partition points j = 0..6 as the last darknet layer on the node (-1: none): j=1..4 after the
+# max-pools 1, 3, 5, 7; j=5 after conv 8 (its output feeds max-pool 9 and route 20, so it is the last cut that
+# one tensor crosses); j=6 after the last layer. models.split.cut_points derives every other cut fact from it.
+PARTITION_LAYERS: tuple[int, ...] = (-1, 1, 3, 5, 7, 8, NUM_LAYERS - 1)
 
 
 @dataclass(frozen=True)
@@ -92,6 +96,10 @@ class TinyYOLOv3Config:
     def channels(self, filters: int) -> int:
         return max(1, int(round(filters * self.width)))
 
+    def head(self) -> YOLOHeadConfig:
+        """The YOLO head's decoding/loss settings (classes, anchors at ``input_size``)."""
+        return YOLOHeadConfig(num_classes=self.num_classes, anchors=tuple(map(tuple, self.scaled_anchors.tolist())))
+
 
 @dataclass(frozen=True)
 class LayerInfo:
@@ -131,6 +139,16 @@ def layer_table(cfg: TinyYOLOv3Config) -> list[LayerInfo]:
         shapes.append((c, h, w))
         infos.append(LayerInfo(i, kind, c, (h, w), macs))
     return infos
+
+
+def head_convs() -> tuple[int, ...]:
+    """Darknet indices of the linear 1x1 convs that produce the raw head outputs (never pruned)."""
+    return tuple(i for i, (kind, _) in enumerate(_LAYERS) if kind == "head")
+
+
+def is_conv(i: int) -> bool:
+    """Whether darknet layer ``i`` is a (batch-normalized, prunable) conv layer."""
+    return _LAYERS[i][0] == "conv"
 
 
 class ConvBlock(nn.Sequential):
@@ -255,21 +273,14 @@ class TinyYOLOv3(nn.Module):
     def _init_head_bias(self) -> None:
         """Objectness prior (YOLOv5-style): start with ~few objects per image so training is stable."""
         with torch.no_grad():
-            for i, stride in zip(HEAD_CONVS, (32, 16), strict=True):
+            for i, stride in zip(head_convs(), (32, 16), strict=True):
                 b = self.layers[i].bias.view(3, -1)
                 b[:, 4] = math.log(8 / (self.cfg.input_size / stride) ** 2)
                 b[:, 5:] = math.log(0.6 / max(self.cfg.num_classes - 0.99, 1))
 
-    @property
-    def strides(self) -> tuple[int, int]:
-        return (32, 16)
-
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         _, heads = run_layers(self.layers, x, 0, NUM_LAYERS - 1)
         return heads
-
-    def layer_table(self) -> list[LayerInfo]:
-        return layer_table(self.cfg)
 
 
 def conv_layer_macs(layers: nn.ModuleList | list[nn.Module], cfg: TinyYOLOv3Config) -> dict[int, int]:

@@ -21,11 +21,6 @@ def xywh_to_xyxy(b: torch.Tensor) -> torch.Tensor:
     return torch.cat([xy - wh, xy + wh], -1)
 
 
-def xyxy_to_xywh(b: torch.Tensor) -> torch.Tensor:
-    """(..., 4) corners -> centre/size."""
-    return torch.cat([(b[..., :2] + b[..., 2:4]) / 2, b[..., 2:4] - b[..., :2]], -1)
-
-
 def box_area(b: torch.Tensor) -> torch.Tensor:
     return (b[..., 2] - b[..., 0]).clamp(min=0) * (b[..., 3] - b[..., 1]).clamp(min=0)
 

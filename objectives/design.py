@@ -2,16 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 
-from models import TinyYOLOv3Config, layer_table
 from models.prune import keep_count
-from models.split import CUT_CONV
-
-# node convs before the cut conv at each j (step 2 targets), darknet numbering
-EARLIER_CONVS: dict[int, tuple[int, ...]] = {j: tuple(c for c in (0, 2, 4, 6) if CUT_CONV[j] is not None
-                                                      and c < CUT_CONV[j]) for j in CUT_CONV}
+from models.split import CutTable
 
 
 @dataclass(frozen=True)
@@ -19,12 +13,12 @@ class DesignPoint:
     """Where to cut (j), how to quantize (bits) and prune (keep ratios), which codec and radio.
 
     Attributes:
-        j: partition point 0..6.
+        j: partition point (an index of the model's cut-point table).
         bits: interface bits (ignored at j=0, which sends 8-bit pixels, and j=6, which sends detections).
         cut_keep: share of the cut conv's channels kept (step 1); 1.0 = unpruned.
         layer_keep: (darknet conv, share kept) for the earlier node convs (step 2).
         criterion: pruning importance criterion.
-        codec, radio: cost-only axes.
+        codec, radio: cost-only axes (profile names).
     """
 
     j: int
@@ -39,31 +33,26 @@ class DesignPoint:
     def pruned(self) -> bool:
         return self.cut_keep < 1.0 or any(r < 1.0 for _, r in self.layer_keep)
 
-    def accuracy_key(self, channels: Mapping[int, int]) -> str:
+    def accuracy_key(self, table: CutTable) -> str:
         """Identifies the trained model: radio and codec never change it, and keep ratios count by the channels
-        they keep (``channels``: unpruned output channels per darknet conv, :func:`conv_channels`), so two
-        ratios that round to the same count are one model. E.g. ``j=3;b=1;cut=8/64;L=[0:8/16,2:32/32];crit=l1``.
+        they keep (out of ``table.conv_channels``), so two ratios that round to the same count are one model.
+        E.g. ``j=3;b=1;cut=8/64;L=[0:8/16,2:32/32];crit=l1``.
         """
-        if self.j in (0, 6):
+        cut = table[self.j].conv
+        if cut is None:
             return f"j={self.j}"
-        kept = [(c, keep_count(channels[c], float(r)), channels[c]) for c, r in
-                ((CUT_CONV[self.j], self.cut_keep), *self.layer_keep)]
+        channels = table.conv_channels
+        kept = [(c, keep_count(channels[c], float(r)), channels[c])
+                for c, r in ((cut, self.cut_keep), *self.layer_keep)]
         pruned = any(k < n for _, k, n in kept)
         keeps = ",".join(f"{c}:{k}/{n}" for c, k, n in kept[1:])
         crit = self.criterion if pruned else "-"
         return f"j={self.j};b={self.bits};cut={kept[0][1]}/{kept[0][2]};L=[{keeps}];crit={crit}"
 
-    def keep_map(self) -> dict[int, float]:
-        """Prune request for :func:`models.prune.prune` (ratios)."""
+    def keep_map(self, table: CutTable) -> dict[int, float]:
+        """Prune request for :func:`models.prune.prune` (darknet conv -> keep ratio)."""
         out = {c: float(r) for c, r in self.layer_keep if r < 1.0}
-        cut = CUT_CONV.get(self.j)
+        cut = table[self.j].conv
         if cut is not None and self.cut_keep < 1.0:
             out[cut] = float(self.cut_keep)
         return out
-
-
-def conv_channels(cfg: TinyYOLOv3Config) -> dict[int, int]:
-    """Unpruned output channels of every prunable node conv (the keys of :meth:`DesignPoint.accuracy_key`)."""
-    table = layer_table(cfg)
-    convs = {*EARLIER_CONVS[5], *(c for c in CUT_CONV.values() if c is not None)}
-    return {c: table[c].out_channels for c in sorted(convs)}

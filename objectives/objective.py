@@ -13,36 +13,36 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
 
-from models import TinyYOLOv3, YOLOLoss, calibrate, prune, split
-from models.split import SplitModel
+from models import TinyYOLOv3, YOLOLoss, cut_points, prune, split
 from objectives.accuracy import evaluate_map, payload_stats
 from objectives.costs import CodecProfile, CostBreakdown, EdgeProfile, NodeWork, ProcessorProfile, RadioProfile
 from objectives.costs import evaluate_costs as _evaluate_costs
 from objectives.costs.measure import time_edge_ms
 from objectives.data.batches import Batches
 from objectives.data.synthetic import ImageSet
-from objectives.design import DesignPoint, conv_channels
-from objectives.train import AdaptConfig, DistillConfig, TrainConfig, finetune, head_config
+from objectives.design import DesignPoint
+from objectives.finetune import finetune
+from objectives.settings import EvalConfig, ModelConfig, TrainSettings
 
 
 @dataclass(frozen=True)
 class EvalSettings:
-    conf_threshold: float = 0.001
-    nms_iou: float = 0.5
-    payload_conf_threshold: float = 0.25
-    calib_images: int = 256
-    payload_images: int = 100
-    codecs: tuple[str, ...] = ("none", "zlib", "zstd")
-    finetune: TrainConfig | None = None
-    distill: DistillConfig | None = None
-    adapt: AdaptConfig | None = None
-    measure_edge: bool = False
-    progress: bool = False
-    recon: str = "centroid"
-    range_percentile: float = 99.9
-    before_finetune: bool = True
+    """What :func:`evaluate_accuracy` needs of the run configuration: whole sections, never copied field by field.
+
+    Attributes:
+        eval, model, train: the ``eval``, ``model`` and ``train`` sections (conf/).
+        codecs: compression algorithms (:data:`models.codec.CODECS`) whose payload sizes are measured.
+        measure_edge: time the edge half on this machine (``platform/edge=measured``).
+        progress: progress bars while fine-tuning.
+    """
+
+    eval: EvalConfig
+    model: ModelConfig
+    train: TrainSettings
+    codecs: tuple[str, ...]
+    measure_edge: bool
+    progress: bool
 
 
 @dataclass(frozen=True)
@@ -85,41 +85,16 @@ def _images(data: ImageSet, n: int) -> torch.Tensor:
     return torch.from_numpy(data.images[:n]).permute(0, 3, 1, 2).float() / 255
 
 
-@torch.no_grad()
-def _calibrate(sm: SplitModel, x: torch.Tensor, device: torch.device, percentile: float) -> None:
-    if 1 <= sm.j <= 5:
-        sm.eval().to(device)
-        calibrate(sm.interface, lambda: (sm.node(x[i:i + 64].to(device)) for i in range(0, len(x), 64)), percentile)
-
-
-@torch.no_grad()
-def _peak_activation(node: nn.Module, x: torch.Tensor) -> int:
-    """Largest input + output (values, one image) of any leaf layer on the node."""
-    peak = [x[0].numel()]
-
-    def hook(m, inp, out):
-        if torch.is_tensor(out) and inp and torch.is_tensor(inp[0]):
-            peak.append(inp[0][0].numel() + out[0].numel())
-
-    hs = [m.register_forward_hook(hook) for m in node.modules() if not list(m.children())]
-    try:
-        node(x[:1])
-    finally:
-        for h in hs:
-            h.remove()
-    return int(max(peak))
-
-
 def evaluate_accuracy(point: DesignPoint, baseline: TinyYOLOv3, train: ImageSet, val: ImageSet,
                       s: EvalSettings, device: torch.device) -> AccuracyResult:
     """Split, calibrate, prune (step 1 + 2), fine-tune and measure one design point."""
     t0 = time.time()
-    cfg = baseline.cfg
-    head = head_config(cfg)
-    sm = split(baseline, point.j, bits=point.bits, recon=s.recon)
-    calib = _images(train, s.calib_images)
-    _calibrate(sm, calib, device, s.range_percentile)
-    keep = point.keep_map()
+    cfg, ev = baseline.cfg, s.eval
+    head, table = cfg.head(), cut_points(cfg)
+    sm = split(baseline, point.j, bits=point.bits, recon=s.model.recon)
+    calib = _images(train, ev.calib_images)
+    sm.calibrate(calib, device, s.model.range_percentile)
+    keep = point.keep_map(table)
     kept: dict[str, list[int]] = {}
     if keep:
         loss_fn = None
@@ -130,20 +105,20 @@ def evaluate_accuracy(point: DesignPoint, baseline: TinyYOLOv3, train: ImageSet,
         sm.to(device)
         done = prune(sm, keep, point.criterion, example_input=calib[:1].to(device), loss_fn=loss_fn)
         kept = {str(k): [int(a), int(b)] for k, (a, b) in done.items()}
-        _calibrate(sm, calib, device, s.range_percentile)  # the cut feature changed: re-calibrate mu and max
-    tune = s.finetune is not None and 1 <= point.j <= 5
+        sm.calibrate(calib, device, s.model.range_percentile)  # the cut feature changed: re-calibrate mu and max
+    tune = s.train.finetune_enabled and sm.cut_point.is_split
     before = float("nan")
-    if not tune or s.before_finetune:
-        r = evaluate_map(sm, val, head, cfg.input_size, s.conf_threshold, s.nms_iou, device)
+    if not tune or ev.before_finetune:
+        r = evaluate_map(sm, val, head, cfg.input_size, ev.conf_threshold, ev.nms_iou, device)
         before = r.map50
     ft_seconds, ft_steps = 0.0, 0
     if tune:
-        sm, stats = finetune(sm, baseline, train, s.finetune, device, s.distill, progress=s.progress,
-                             adapt=s.adapt)
+        sm, stats = finetune(sm, baseline, train, s.train.finetune, device, s.train.distill, progress=s.progress,
+                             adapt=s.train.adapt)
         ft_seconds, ft_steps = stats["seconds"], int(stats["steps"])
-        r = evaluate_map(sm, val, head, cfg.input_size, s.conf_threshold, s.nms_iou, device)
-    sub = type(val)(val.images[:s.payload_images], val.labels[:s.payload_images], val.class_names)
-    ps = payload_stats(sm, sub, s.codecs, head=head, conf_threshold=s.payload_conf_threshold, nms_iou=s.nms_iou,
+        r = evaluate_map(sm, val, head, cfg.input_size, ev.conf_threshold, ev.nms_iou, device)
+    sub = type(val)(val.images[:ev.payload_images], val.labels[:ev.payload_images], val.class_names)
+    ps = payload_stats(sm, sub, s.codecs, head=head, conf_threshold=ev.payload_conf_threshold, nms_iou=ev.nms_iou,
                        device=device)
     macs = sm.macs()
     sm.cpu()
@@ -151,16 +126,16 @@ def evaluate_accuracy(point: DesignPoint, baseline: TinyYOLOv3, train: ImageSet,
     weights = sum(p.numel() for p in sm.node.parameters())
     edge_ms = None
     if s.measure_edge:
-        example = sm.node(calib[:1]) if point.j < 6 else None
+        example = sm.node(calib[:1]) if point.j < len(table) - 1 else None
         edge_ms = time_edge_ms(sm.edge.to(device), sm.interface(example).to(device)) if example is not None else 0.0
     return AccuracyResult(
-        key=point.accuracy_key(conv_channels(cfg)), j=point.j, map50=r.map50, map50_95=r.map50_95,
+        key=point.accuracy_key(table), j=point.j, map50=r.map50, map50_95=r.map50_95,
         map50_before_finetune=before,
         node_macs=macs.node, edge_macs=macs.edge,
         node_macs_per_layer={str(k): int(v) for k, v in macs.node_per_layer.items()},
-        cut_shape=[c, h, w], feature_values=c * h * w if 1 <= point.j <= 5 else 0, raw_bytes=ps.raw_bytes,
+        cut_shape=[c, h, w], feature_values=c * h * w if sm.cut_point.is_split else 0, raw_bytes=ps.raw_bytes,
         payload_mean_bytes=ps.mean_bytes, payload_max_bytes=ps.max_bytes, entropy_bytes=ps.entropy_bytes,
-        best_codec=ps.best_codec, weight_count=int(weights), peak_activation_values=_peak_activation(sm.node, calib),
+        best_codec=ps.best_codec, weight_count=int(weights), peak_activation_values=sm.node_peak_activation(calib),
         kept_channels=kept, finetune_seconds=ft_seconds, finetune_steps=ft_steps, seconds=time.time() - t0,
         edge_measured_ms=edge_ms,
     )
@@ -177,24 +152,9 @@ def node_work(acc: AccuracyResult, codec: str) -> NodeWork:
 
 def evaluate_costs(acc: AccuracyResult, node: ProcessorProfile, edge: EdgeProfile, radio: RadioProfile,
                    codec: CodecProfile) -> CostBreakdown:
-    return _evaluate_costs(node_work(acc, codec.name), node, edge, radio, codec, acc.edge_measured_ms)
+    return _evaluate_costs(node_work(acc, codec.codec), node, edge, radio, codec, acc.edge_measured_ms)
 
 
 def constraint_value(map50: float, baseline_map50: float, th: float) -> float:
     """Eq. 4 as an Optuna constraint (feasible when <= 0): (baseline - th) - mAP."""
     return (baseline_map50 - th) - map50
-
-
-def attrs_for(acc: AccuracyResult, cost: CostBreakdown, baseline_map50: float, constraint: float,
-              feasible: bool) -> dict[str, Any]:
-    return {
-        "mAP50": acc.map50, "mAP50_95": acc.map50_95, "mAP50_before_finetune": acc.map50_before_finetune,
-        "baseline_mAP50": baseline_map50, "constraint": constraint, "feasible": feasible,
-        "infeasible_reason": cost.reason if not cost.feasible else (
-            "" if constraint <= 0 else "mAP below baseline - th"),
-        "payload_bytes": node_work(acc, cost.codec).payload_bytes, "raw_bytes": acc.raw_bytes,
-        "node_macs": acc.node_macs, "edge_macs": acc.edge_macs, "accuracy_key": acc.key,
-        "energy": {k: v for k, v in cost.as_dict().items() if k.endswith("_mj")},
-        "latency": {k: v for k, v in cost.as_dict().items() if k.endswith("_ms")},
-        "accuracy": acc.as_attrs(),
-    }

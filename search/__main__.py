@@ -1,4 +1,6 @@
-"""`python -m search study=energy_latency`: the Hydra entry point. Only this file knows Hydra's runtime."""
+"""`python -m search study=energy_latency`: the Hydra entry point, and the one place that turns an expected error
+(bad configuration, bad data, an unavailable device, an unreadable study database) into one line and exit 2.
+Only this file knows Hydra's runtime."""
 
 from __future__ import annotations
 
@@ -9,7 +11,16 @@ from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from objectives.data.real import DataError
+from objectives.device import DeviceError
 from search.profiles import ConfigError
+
+EXPECTED = (ConfigError, DataError, DeviceError)
+
+
+def one_line(e: BaseException) -> str:
+    if isinstance(e, OmegaConfBaseException):  # e.g. a mandatory value (???) left unset
+        return f"{getattr(e, 'full_key', '')}: {' '.join(str(e).splitlines()[0].split())}"
+    return " ".join(str(e).split())
 
 
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
@@ -18,12 +29,8 @@ def main(cfg: DictConfig) -> None:
 
     try:
         run(cfg)
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-    except OmegaConfBaseException as e:  # e.g. a mandatory value (???) left unset
-        key = getattr(e, "full_key", "")
-        print(f"error: {key}: {' '.join(str(e).splitlines()[0].split())}", file=sys.stderr)
+    except (*EXPECTED, OmegaConfBaseException) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
         sys.exit(2)
 
 

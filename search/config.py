@@ -1,24 +1,28 @@
 """The run configuration: frozen dataclasses built from the composed Hydra config, checked field by field.
 
-``load_run_config(cfg)`` turns the DictConfig into :class:`RunConfig` (plain values from here on). Any
-unknown key, wrong type or out-of-range value raises :class:`ConfigError` with one line naming the key and
-what is allowed — before anything trains.
+``conf/`` is the one source of default values: these dataclasses have none, so a key the YAML lacks is an error
+naming it. ``load_run_config(cfg)`` turns the DictConfig into :class:`RunConfig` (plain values from here on);
+any unknown key, wrong type or out-of-range value raises :class:`ConfigError` with one line naming the key and
+what is allowed - before anything trains. ``compose([...overrides])`` does the same from Python (tests,
+notebooks, benchmarks).
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, List, Optional  # noqa: UP035 - typing generics for the builder
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
-from models.codec import CODECS
 from models.prune import CRITERIA
 from models.split import PARTITIONS
-from objectives.train import AdaptConfig, DistillConfig, TrainConfig
-from search.profiles import ConfigError, _build, available, profile_from_dict
+from objectives.settings import EvalConfig, ModelConfig, TrainSettings
+from search.profiles import CONF_DIR, ConfigError, _build, available, load_profile, profile_from_dict
+
+MODES = ("optimize", "export", "report")
 
 
 def _subset(key: str, values: list[Any], allowed: list[Any]) -> None:
@@ -37,22 +41,24 @@ class Range:
 
     low: float
     high: float
-    log: bool = False
+    log: bool
 
 
 @dataclass(frozen=True)
 class SpaceConfig:
     """The design space. Keep ratios: ``cut_keep`` for the conv that feeds the cut (step 1), ``layer_keep``
-    for each earlier node conv (step 2); both are only sampled for 1 <= j <= 5."""
+    for each earlier node conv (step 2); both are only sampled where a feature map is cut. ``codecs`` and
+    ``radios`` name cost profiles (conf/codec/, conf/radio/); they are checked against the profiles on disk by
+    :func:`load_run_config`."""
 
-    partitions: List[int] = field(default_factory=lambda: list(PARTITIONS))  # noqa: UP006
-    bits: List[int] = field(default_factory=lambda: [1, 2, 4, 8])  # noqa: UP006
-    cut_keep: Range = field(default_factory=lambda: Range(0.01, 1.0, True))
-    layer_keep: Range = field(default_factory=lambda: Range(0.1, 1.0, False))
-    prune_earlier: bool = True
-    criteria: List[str] = field(default_factory=lambda: ["l1"])  # noqa: UP006
-    codecs: List[str] = field(default_factory=lambda: ["none", "zlib", "zstd"])  # noqa: UP006
-    radios: List[str] = field(default_factory=lambda: ["ble4", "ble5", "lte_c4", "wifi"])  # noqa: UP006
+    partitions: List[int]  # noqa: UP006
+    bits: List[int]  # noqa: UP006
+    cut_keep: Range
+    layer_keep: Range
+    prune_earlier: bool
+    criteria: List[str]  # noqa: UP006
+    codecs: List[str]  # noqa: UP006
+    radios: List[str]  # noqa: UP006
 
     def __post_init__(self) -> None:
         _subset("space.partitions", self.partitions, list(PARTITIONS))
@@ -63,8 +69,6 @@ class SpaceConfig:
                 raise ConfigError(f"space.{name}: low={r.low}, high={r.high}: keep ratios must satisfy "
                                   f"0 < low <= high <= 1")
         _subset("space.criteria", self.criteria, list(CRITERIA))
-        _subset("space.codecs", self.codecs, [c for c in available("codec") if c in CODECS])
-        _subset("space.radios", self.radios, available("radio"))
 
 
 @dataclass(frozen=True)
@@ -72,18 +76,18 @@ class StudyConfig:
     """The Optuna study. ``n_trials`` counts model evaluations (primary trials) over the study's whole life;
     the radio x codec sibling trials come on top. ``th`` is the allowed mAP@0.5 drop of Eq. 4."""
 
-    name: str = "energy_latency"
-    n_trials: int = 40
-    th: float = 0.05
-    sampler: dict[str, Any] = field(default_factory=lambda: {"_target_": "optuna.samplers.TPESampler"})
-    seed: int = 0
-    timeout_min: float = 0.0
-    enqueue_baselines: bool = True
-    single_worker: bool = True
-    max_duplicates: int = 100
-    protocol: str = "search"
-    paper_channels: List[int] = field(default_factory=lambda: [1, 2, 4, 8, 16])  # noqa: UP006
-    paper_ratios: List[float] = field(default_factory=lambda: [0.5, 0.25, 0.1])  # noqa: UP006
+    name: str
+    n_trials: int
+    th: float
+    sampler: dict[str, Any]
+    seed: int
+    timeout_min: float
+    enqueue_baselines: bool
+    single_worker: bool
+    max_duplicates: int
+    protocol: str
+    paper_channels: List[int]  # noqa: UP006
+    paper_ratios: List[float]  # noqa: UP006
 
     def __post_init__(self) -> None:
         if self.protocol not in ("search", "paper"):
@@ -98,6 +102,8 @@ class StudyConfig:
             raise ConfigError(f"study.n_trials={self.n_trials} must be >= 1")
         if self.th < 0:
             raise ConfigError(f"study.th={self.th} must be >= 0 (the allowed mAP@0.5 drop)")
+        if self.max_duplicates < 1:
+            raise ConfigError(f"study.max_duplicates={self.max_duplicates} must be >= 1")
         if "_target_" not in self.sampler:
             raise ConfigError("study.sampler needs a _target_ (e.g. optuna.samplers.TPESampler)")
 
@@ -105,13 +111,14 @@ class StudyConfig:
 @dataclass(frozen=True)
 class DataConfig:
     """``kind``: synthetic (embedded default), yolo (``data_yaml``) or coco (``train_json``/``val_json`` with
-    ``train_images``/``val_images``). Synthetic fields are ignored for real data."""
+    ``train_images``/``val_images``). Synthetic fields are ignored for real data; paths are absent (None) unless
+    the data kind needs them."""
 
-    kind: str = "synthetic"
-    size: int = 160
-    n_train: int = 2000
-    n_val: int = 400
-    seed: int = 0
+    kind: str
+    size: int
+    n_train: Optional[int] = None  # noqa: UP045
+    n_val: Optional[int] = None  # noqa: UP045
+    seed: Optional[int] = None  # noqa: UP045
     data_yaml: Optional[str] = None  # noqa: UP045
     train_json: Optional[str] = None  # noqa: UP045
     val_json: Optional[str] = None  # noqa: UP045
@@ -123,6 +130,9 @@ class DataConfig:
             raise ConfigError(f"data.kind={self.kind!r} not in ['synthetic', 'yolo', 'coco']")
         if self.size < 32 or self.size % 32:
             raise ConfigError(f"data.size={self.size} must be a positive multiple of 32")
+        for k in ("n_train", "n_val", "seed"):
+            if self.kind == "synthetic" and getattr(self, k) is None:
+                raise ConfigError(f"data.{k} is missing: data=synthetic needs n_train, n_val and seed")
         if self.kind == "yolo" and not self.data_yaml:
             raise ConfigError("data.data_yaml is missing: data=yolo needs the path of a data.yaml")
         if self.kind == "yolo" and not os.path.isfile(self.data_yaml):
@@ -136,66 +146,31 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    width: float = 1.0
-    kmeans_anchors: bool = True
-    recon: str = "centroid"
-    range_percentile: float = 99.9
-
-    def __post_init__(self) -> None:
-        if not 0 < self.range_percentile <= 100:
-            raise ConfigError(f"model.range_percentile={self.range_percentile} must be in (0, 100]")
-        if not 0 < self.width <= 4:
-            raise ConfigError(f"model.width={self.width} must be in (0, 4]")
-        if self.recon not in ("paper", "midpoint", "centroid"):
-            raise ConfigError(f"model.recon={self.recon!r} not in ['paper', 'midpoint', 'centroid']")
-
-
-@dataclass(frozen=True)
-class EvalConfig:
-    """mAP settings (the paper reports mAP@0.5 at confidence 0.45; COCO's convention is 0.001)."""
-
-    conf_threshold: float = 0.001
-    nms_iou: float = 0.5
-    payload_conf_threshold: float = 0.25
-    calib_images: int = 256
-    payload_images: int = 100
-    before_finetune: bool = False
-
-    def __post_init__(self) -> None:
-        for k in ("conf_threshold", "nms_iou", "payload_conf_threshold"):
-            if not 0 <= getattr(self, k) < 1:
-                raise ConfigError(f"eval.{k}={getattr(self, k)} must be in [0, 1)")
-
-
-@dataclass(frozen=True)
-class TrainSection:
-    baseline: TrainConfig = field(default_factory=TrainConfig)
-    finetune: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=0.0, steps=40, lr=1e-4,
-                                                                      warmup_epochs=0.0, ema_decay=0.99))
-    distill: DistillConfig = field(default_factory=DistillConfig)
-    adapt: AdaptConfig = field(default_factory=AdaptConfig)
-    finetune_enabled: bool = True
-
-
-@dataclass(frozen=True)
 class StorageConfig:
     """``kind``: sqlite (``studies/<study>.db``), journal (``studies/<study>.log``) or postgres (``url`` or the
-    environment variable named by ``url_env``)."""
+    environment variable named by ``url_env``). ``heartbeat_interval`` (seconds, 0 = off) and ``grace_period``
+    make a worker that died mid-trial detectable: its trial is failed and queued again by a live worker."""
 
-    kind: str = "sqlite"
-    url: Optional[str] = None  # noqa: UP045
-    url_env: str = "SPLITCNN_POSTGRES_URL"
+    kind: str
+    url: Optional[str]  # noqa: UP045
+    url_env: str
+    heartbeat_interval: int
+    grace_period: int
 
     def __post_init__(self) -> None:
         if self.kind not in ("sqlite", "journal", "postgres"):
             raise ConfigError(f"storage.kind={self.kind!r} not in ['sqlite', 'journal', 'postgres']")
+        if self.heartbeat_interval < 0:
+            raise ConfigError(f"storage.heartbeat_interval={self.heartbeat_interval} must be >= 0 (0: off)")
+        if self.heartbeat_interval and self.grace_period <= self.heartbeat_interval:
+            raise ConfigError(f"storage.grace_period={self.grace_period} must exceed storage.heartbeat_interval="
+                              f"{self.heartbeat_interval}")
 
 
 @dataclass(frozen=True)
 class PlatformConfig:
-    node: Any = None
-    edge: Any = None
+    node: Any
+    edge: Any
 
 
 @dataclass(frozen=True)
@@ -204,27 +179,28 @@ class RunConfig:
     space: SpaceConfig
     data: DataConfig
     model: ModelConfig
-    train: TrainSection
+    train: TrainSettings
     eval: EvalConfig
     storage: StorageConfig
     platform: PlatformConfig
-    mode: str = "optimize"
-    device: str = "auto"
-    studies_dir: str = "studies"
-    progress: bool = True
+    mode: str
+    device: str
+    studies_dir: str
+    progress: bool
 
     def __post_init__(self) -> None:
-        if self.mode not in ("optimize", "export", "report"):
-            raise ConfigError(f"mode={self.mode!r} not in ['optimize', 'export', 'report']")
+        if self.mode not in MODES:
+            raise ConfigError(f"mode={self.mode!r} not in {list(MODES)}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ConfigError(f"device={self.device!r} not in ['auto', 'cpu', 'cuda', 'cuda:N']")
 
 
 _SECTIONS = {"study": StudyConfig, "space": SpaceConfig, "data": DataConfig, "model": ModelConfig,
-             "eval": EvalConfig, "storage": StorageConfig}
+             "train": TrainSettings, "eval": EvalConfig, "storage": StorageConfig}
+_SCALARS = {"mode": str, "device": str, "studies_dir": str, "progress": bool}
 
 
-def load_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
+def load_run_config(cfg: DictConfig | dict[str, Any], conf_dir: Path = CONF_DIR) -> RunConfig:
     """Validate the composed config and build the :class:`RunConfig`."""
     try:
         d = (OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True) if isinstance(cfg, DictConfig)
@@ -234,52 +210,35 @@ def load_run_config(cfg: DictConfig | dict[str, Any]) -> RunConfig:
     except OmegaConfBaseException as e:
         raise ConfigError(f"{getattr(e, 'full_key', '')}: {' '.join(str(e).splitlines()[0].split())}") from None
     d.pop("hydra", None)
-    known = {"study", "space", "data", "model", "train", "eval", "storage", "platform", "mode", "device",
-             "studies_dir", "progress"}
+    known = {*_SECTIONS, "platform", *_SCALARS}
     unknown = sorted(set(d) - known)
     if unknown:
         raise ConfigError(f"{unknown[0]}: unknown top-level key; expected one of {sorted(known)}")
-    parts: dict[str, Any] = {}
-    for key, schema in _SECTIONS.items():
-        try:
-            parts[key] = _build(schema, d.get(key) or {}, key)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-    tr = d.get("train") or {}
-    unknown = sorted(set(tr) - {"baseline", "finetune", "distill", "adapt", "finetune_enabled"})
-    if unknown:
-        raise ConfigError(f"train.{unknown[0]}: unknown key; expected baseline, finetune, distill, adapt, "
-                          "finetune_enabled")
-    train = TrainSection(
-        baseline=_train(tr.get("baseline") or {}, "train.baseline", TrainConfig()),
-        finetune=_train(tr.get("finetune") or {}, "train.finetune", TrainSection().finetune),
-        distill=_build(DistillConfig, tr.get("distill") or {}, "train.distill"),
-        adapt=_build(AdaptConfig, tr.get("adapt") or {}, "train.adapt"),
-        finetune_enabled=bool(tr.get("finetune_enabled", True)),
-    )
-    plat = d.get("platform") or {}
-    node = plat.get("node") or "cortex_m7"
-    edge = plat.get("edge") or "rtx3090"
-    platform = PlatformConfig(
-        node=profile_from_dict("node", node, "platform.node") if isinstance(node, dict) else _named("node", node),
-        edge=profile_from_dict("edge", edge, "platform.edge") if isinstance(edge, dict) else _named("edge", edge),
-    )
-    rest = {k: d[k] for k in ("mode", "device", "studies_dir", "progress") if k in d}
-    return RunConfig(train=train, platform=platform, **parts, **rest)
+    missing = sorted(known - set(d))
+    if missing:
+        raise ConfigError(f"{missing[0]} is missing from the composed config (conf/config.yaml)")
+    parts: dict[str, Any] = {key: _build(schema, d[key] or {}, key) for key, schema in _SECTIONS.items()}
+    space = parts["space"]
+    codecs = available("codec", conf_dir)
+    _subset("space.codecs", space.codecs, codecs)
+    _subset("space.radios", space.radios, available("radio", conf_dir))
+    for name in space.codecs:
+        load_profile("codec", name, conf_dir)  # a profile whose algorithm is unknown fails here, naming its file
+    plat = d["platform"] or {}
+    platform = PlatformConfig(**{kind: profile_from_dict(kind, plat[kind], f"platform.{kind}")
+                                 if isinstance(plat.get(kind), dict) else load_profile(kind, str(plat.get(kind)),
+                                                                                      conf_dir)
+                                 for kind in ("node", "edge")})
+    scalars = {k: _build(tp, d[k], k) for k, tp in _SCALARS.items()}
+    return RunConfig(platform=platform, **parts, **scalars)
 
 
-def _named(kind: str, name: str) -> Any:
-    from search.profiles import load_profile
+def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | None = None) -> RunConfig:
+    """Compose ``conf/`` with command-line style overrides and validate it (for tests, notebooks, benchmarks)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
 
-    return load_profile(kind, str(name))
-
-
-def _train(d: dict[str, Any], key: str, defaults: TrainConfig) -> TrainConfig:
-    """A TrainConfig from ``defaults`` overridden by ``d``, checked by the same builder as every section."""
-    if "scale" in d:
-        raise ConfigError(f"{key}.scale: unknown key (did you mean {key}.augment.scale?)")
-    base = {f: getattr(defaults, f) for f in defaults.__dataclass_fields__ if f != "augment"}
-    try:
-        return _build(TrainConfig, {**base, **d}, key)
-    except ConfigError as e:  # TrainConfig names its fields train.*: name the section they came from
-        raise ConfigError(str(e).replace(f"{key}: train.", f"{key}.")) from None
+    conf = (config_dir or CONF_DIR).resolve()
+    with initialize_config_dir(str(conf), version_base=None):
+        cfg = hydra_compose("config", overrides=list(overrides))
+    return load_run_config(cfg, conf)

@@ -15,41 +15,22 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-PARAM_COLUMNS = ("j", "bits", "keep_cut", "keep_L0", "keep_L2", "keep_L4", "keep_L6", "criterion")
+from search.record import StudyRecord, TrialRecord
 
 
-def trial_row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+def trial_row(t: optuna.trial.FrozenTrial, param_columns: tuple[str, ...]) -> dict[str, Any]:
     """One flat row per trial: parameters, objectives, accuracy, payload, and the cost breakdowns."""
-    ua = t.user_attrs
-    row: dict[str, Any] = {"trial": t.number, "state": t.state.name, "role": ua.get("role", "primary"),
-                           "parent": ua.get("parent", t.number)}
-    for k in PARAM_COLUMNS:
-        row[k] = t.params.get(k)
-    row["radio"] = ua.get("radio", t.params.get("radio"))
-    row["codec"] = ua.get("codec", t.params.get("codec"))
-    vals = t.values if t.values is not None else [math.nan, math.nan]
-    row["node_energy_mJ"], row["latency_ms"] = vals[0], vals[1]
-    for k in ("mAP50", "mAP50_95", "mAP50_before_finetune", "baseline_mAP50", "constraint", "feasible",
-              "infeasible_reason", "payload_bytes", "raw_bytes", "node_macs", "edge_macs", "fail_reason"):
-        row[k] = ua.get(k)
-    for group in ("energy", "latency"):
-        for k, v in (ua.get(group) or {}).items():
-            row[f"{group}.{k}"] = v
-    acc = ua.get("accuracy") or {}
-    row["cut_shape"] = "x".join(map(str, acc.get("cut_shape", []))) or None
-    row["entropy_bytes"] = acc.get("entropy_bytes")
-    row["finetune_seconds"] = acc.get("finetune_seconds")
-    return row
+    return TrialRecord.from_trial(t).row(t, param_columns)
 
 
-def study_frames(study: optuna.Study) -> tuple[pd.DataFrame, pd.DataFrame]:
+def study_frames(study: optuna.Study, param_columns: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(all trials, feasible Pareto front) as data frames. The front comes from Optuna's own
     ``study.best_trials`` (constraint-aware: only trials whose constraints are all <= 0)."""
     trials = study.get_trials(deepcopy=False)
-    all_rows = pd.DataFrame([trial_row(t) for t in trials])
+    all_rows = pd.DataFrame([trial_row(t, param_columns) for t in trials])
     front = sorted(study.best_trials, key=lambda t: (t.values[0], t.values[1])) if any(
         t.state == TrialState.COMPLETE for t in trials) else []
-    pareto = pd.DataFrame([trial_row(t) for t in front])
+    pareto = pd.DataFrame([trial_row(t, param_columns) for t in front])
     return all_rows, pareto
 
 
@@ -59,17 +40,18 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def export_all(study: optuna.Study, out_dir: Path) -> dict[str, Path]:
-    """Write trials.csv, pareto.csv, pareto.json and pareto.html into ``out_dir``."""
+def export_all(study: optuna.Study, out_dir: Path, param_columns: tuple[str, ...]) -> dict[str, Path]:
+    """Write trials.csv, pareto.csv, pareto.json and pareto.html into ``out_dir``; ``param_columns`` from
+    :func:`search.space.param_columns` (the model's cut-point table)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    all_rows, pareto = study_frames(study)
+    all_rows, pareto = study_frames(study, param_columns)
     paths = {name: out_dir / name for name in ("trials.csv", "pareto.csv", "pareto.json", "pareto.html")}
     all_rows.to_csv(paths["trials.csv"], index=False)
     pareto.to_csv(paths["pareto.csv"], index=False)
     records = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
                for r in pareto.to_dict(orient="records")]
     meta = {"study": study.study_name, "objectives": ["node_energy_mJ", "latency_ms"],
-            "baseline_mAP50": study.user_attrs.get("baseline_mAP50"), "points": records}
+            "baseline_mAP50": StudyRecord.of(study).baseline_mAP50, "points": records}
     paths["pareto.json"].write_text(json.dumps(meta, indent=1, default=_json_default))
     pareto_figure(all_rows, pareto, study.study_name).write_html(paths["pareto.html"], include_plotlyjs=True,
                                                                  full_html=True)
@@ -115,9 +97,10 @@ def pareto_figure(all_rows: pd.DataFrame, pareto: pd.DataFrame, title: str) -> g
     return fig
 
 
-def summary_lines(study: optuna.Study, limit: int = 15) -> list[str]:
-    _, pareto = study_frames(study)
-    base = study.user_attrs.get("baseline_mAP50", float("nan"))
+def summary_lines(study: optuna.Study, param_columns: tuple[str, ...], limit: int = 15) -> list[str]:
+    _, pareto = study_frames(study, param_columns)
+    base = StudyRecord.of(study).baseline_mAP50
+    base = float("nan") if base is None else base
     lines = [f"study {study.study_name}: {len(study.get_trials(deepcopy=False))} trials, "
              f"{len(pareto)} feasible Pareto points (baseline mAP@0.5 {base:.4f})"]
     if pareto.empty:
@@ -132,5 +115,5 @@ def summary_lines(study: optuna.Study, limit: int = 15) -> list[str]:
     return lines
 
 
-def print_summary(study: optuna.Study) -> None:
-    print("\n".join(summary_lines(study)), flush=True)
+def print_summary(study: optuna.Study, param_columns: tuple[str, ...]) -> None:
+    print("\n".join(summary_lines(study, param_columns)), flush=True)

@@ -1,7 +1,9 @@
 """`python -m search.measure_codecs`: measure the codecs on this machine and write node codec profiles.
 
 The sample is a realistic payload: packed 1-bit codes of a sparse feature map (or a file you give). The
-profiles land in ``studies/profiles/codec/<codec>_host.yaml``; copy one into ``conf/codec/`` to use it.
+profiles land in ``studies/profiles/codec/<codec>_host.yaml``; copy one into ``conf/codec/`` and name it in
+the space to use it (``space.codecs=[zlib_host]``): its ``codec:`` field says which algorithm produces the
+payload, its numbers price it.
 """
 
 from __future__ import annotations
@@ -51,13 +53,14 @@ def main(argv: list[str] | None = None) -> None:
         p = host_codec_profile(m, clock, args.node_scale, ram)
         path = args.out / f"{name}_host.yaml"
         path.write_text(yaml.safe_dump({
-            "name": p.name, "level": p.level, "source": p.source,
+            "name": p.name, "codec": p.codec, "level": p.level, "source": p.source,
             "compress_cycles_per_byte": round(p.compress_cycles_per_byte, 1),
             "node_ram_bytes": p.node_ram_bytes, "decompress_mb_per_s": round(p.decompress_mb_per_s, 1),
         }, sort_keys=False))
         print(f"{name:5s} {m.host_compress_s_per_byte * 1e9:8.1f} ns/B host -> {p.compress_cycles_per_byte:9.0f} "
               f"cycles/B node; ratio {m.compressed_bytes / m.raw_bytes:.3f}; edge {p.decompress_mb_per_s:.0f} MB/s"
               f" -> {path}")
+    print(f"to use one: cp {args.out}/zlib_host.yaml conf/codec/ && python -m search 'space.codecs=[zlib_host]'")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ fill nested *frozen* dataclasses, which the cost models take, hence this small b
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +54,15 @@ def _type_name(t: Any) -> str:
     return getattr(t, "__name__", str(t).replace("typing.", ""))
 
 
+def _at_key(key: str, msg: str) -> str:
+    """A schema's range error at config key ``key``: a message that names its own section (``train.lr=...``)
+    gets that section replaced by the key (``train.finetune.lr=...``); any other is prefixed (``key: ...``)."""
+    m = re.match(r"([a-z_]+)\.[a-z_0-9]+=", msg)
+    if m:
+        return re.sub(rf"\b{m.group(1)}\.(?=[a-z_0-9]+=)", f"{key}.", msg)
+    return f"{key}: {msg}"
+
+
 def _build(tp: Any, value: Any, key: str) -> Any:
     """Check ``value`` against type ``tp`` (dataclass, list, Optional, scalar) and build it."""
     if tp is Any:
@@ -95,7 +105,7 @@ def _build(tp: Any, value: Any, key: str) -> Any:
         except ConfigError:
             raise
         except (ValueError, TypeError) as e:
-            raise ConfigError(f"{key}: {_one_line(e)}") from None
+            raise ConfigError(_at_key(key, _one_line(e))) from None
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp in (int, str, bool) and type(value) is tp:

@@ -6,17 +6,24 @@ from typing import Any
 
 import optuna
 
-from objectives.design import EARLIER_CONVS, DesignPoint
+from models.split import CutTable
+from objectives.design import DesignPoint
 from search.config import SpaceConfig
 
 
-def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig) -> DesignPoint:
+def param_columns(table: CutTable) -> tuple[str, ...]:
+    """Every parameter name :func:`suggest` can produce for ``table``'s model, in export column order (codec and
+    radio are columns of their own)."""
+    return ("j", "bits", "keep_cut", *(f"keep_L{c}" for c in table.earlier_convs), "criterion")
+
+
+def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig, table: CutTable) -> DesignPoint:
     """Sample a design point. Parameters that only exist for some j are only suggested there (conditional
-    space): ``bits``, ``keep_cut`` and ``keep_L<conv>`` for 1 <= j <= 5."""
+    space): ``bits``, ``keep_cut`` and ``keep_L<conv>`` where a feature map is cut (``table[j].is_split``)."""
     j = int(trial.suggest_categorical("j", space.partitions))
     bits, cut_keep, layer_keep = 8, 1.0, ()
     criterion = space.criteria[0]
-    if 1 <= j <= 5:
+    if table[j].is_split:
         bits = int(trial.suggest_categorical("bits", space.bits))
         cut_keep = float(trial.suggest_float("keep_cut", space.cut_keep.low, space.cut_keep.high,
                                              log=space.cut_keep.log))
@@ -24,7 +31,7 @@ def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig) -> DesignPoint:
             layer_keep = tuple(
                 (c, float(trial.suggest_float(f"keep_L{c}", space.layer_keep.low, space.layer_keep.high,
                                               log=space.layer_keep.log)))
-                for c in EARLIER_CONVS[j])
+                for c in table[j].earlier_convs)
         if len(space.criteria) > 1:
             criterion = str(trial.suggest_categorical("criterion", space.criteria))
     codec = str(trial.suggest_categorical("codec", space.codecs))
@@ -32,10 +39,10 @@ def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig) -> DesignPoint:
     return DesignPoint(j, bits, cut_keep, layer_keep, criterion, codec, radio)
 
 
-def params_of(point: DesignPoint, space: SpaceConfig) -> dict[str, Any]:
+def params_of(point: DesignPoint, space: SpaceConfig, table: CutTable) -> dict[str, Any]:
     """The trial parameters that :func:`suggest` would produce for ``point`` (to enqueue or add trials)."""
     p: dict[str, Any] = {"j": point.j}
-    if 1 <= point.j <= 5:
+    if table[point.j].is_split:
         p["bits"] = point.bits
         p["keep_cut"] = point.cut_keep
         if space.prune_earlier:
@@ -47,7 +54,8 @@ def params_of(point: DesignPoint, space: SpaceConfig) -> dict[str, Any]:
     return p
 
 
-def distributions_of(params: dict[str, Any], space: SpaceConfig) -> dict[str, optuna.distributions.BaseDistribution]:
+def distributions_of(params: dict[str, Any], space: SpaceConfig,
+                     table: CutTable) -> dict[str, optuna.distributions.BaseDistribution]:
     """Optuna distributions of the given parameter names (for ``optuna.trial.create_trial``)."""
     d: dict[str, optuna.distributions.BaseDistribution] = {}
     for k in params:
@@ -58,7 +66,7 @@ def distributions_of(params: dict[str, Any], space: SpaceConfig) -> dict[str, op
         elif k == "keep_cut":
             d[k] = optuna.distributions.FloatDistribution(space.cut_keep.low, space.cut_keep.high,
                                                           log=space.cut_keep.log)
-        elif k.startswith("keep_L"):
+        elif k in {f"keep_L{c}" for c in table.earlier_convs}:
             d[k] = optuna.distributions.FloatDistribution(space.layer_keep.low, space.layer_keep.high,
                                                           log=space.layer_keep.log)
         elif k == "criterion":
@@ -72,7 +80,7 @@ def distributions_of(params: dict[str, Any], space: SpaceConfig) -> dict[str, op
     return d
 
 
-def baseline_points(space: SpaceConfig, bits: int | None = None) -> list[DesignPoint]:
+def baseline_points(space: SpaceConfig, table: CutTable, bits: int | None = None) -> list[DesignPoint]:
     """j=0, j=6 and every unpruned split point at ``bits`` (default: the space's largest bit width, which
     is the most likely to meet the mAP constraint and so gives the sampler feasible anchors in the split
     region), each with the first codec and radio."""
@@ -80,10 +88,10 @@ def baseline_points(space: SpaceConfig, bits: int | None = None) -> list[DesignP
     codec, radio = space.codecs[0], space.radios[0]
     pts = []
     for j in space.partitions:
-        if 1 <= j <= 5:
+        if table[j].is_split:
             if space.cut_keep.high < 1.0 or (space.prune_earlier and space.layer_keep.high < 1.0):
                 continue  # an unpruned point is outside this space
-            keeps = tuple((c, 1.0) for c in EARLIER_CONVS[j]) if space.prune_earlier else ()
+            keeps = tuple((c, 1.0) for c in table[j].earlier_convs) if space.prune_earlier else ()
             pts.append(DesignPoint(j, b, 1.0, keeps, space.criteria[0], codec, radio))
         else:
             pts.append(DesignPoint(j, 8, 1.0, (), space.criteria[0], codec, radio))

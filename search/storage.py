@@ -1,4 +1,9 @@
-"""Study storage: SQLite (default), a journal file, or PostgreSQL. Passwords are never printed."""
+"""Study storage: SQLite (default), a journal file, or PostgreSQL. Passwords are never printed.
+
+With ``storage.heartbeat_interval > 0`` (SQLite, PostgreSQL) every running trial records a heartbeat; a
+trial whose worker died is failed after ``grace_period`` by the next ``study.optimize`` of any worker and
+queued again by Optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallback`.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,13 @@ import os
 from pathlib import Path
 
 import optuna
-from optuna.storages import JournalStorage, RDBStorage
+from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
 from optuna.storages.journal import JournalFileBackend
 
 from search.config import StorageConfig
 from search.profiles import ConfigError
+
+RETRY = RetryHeartbeatStaleTrialCallback  # one retry path for stale (heartbeat) and interrupted (single worker)
 
 
 def masked(url: str) -> str:
@@ -23,12 +30,43 @@ def masked(url: str) -> str:
         return "<unparsable storage URL>"
 
 
+def _password(url: str) -> str | None:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).password
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _rdb(url: str, cfg: StorageConfig, shown: str, **engine_kwargs) -> RDBStorage:
+    from sqlalchemy.exc import SQLAlchemyError
+
+    beat = {}
+    if cfg.heartbeat_interval:
+        beat = {"heartbeat_interval": cfg.heartbeat_interval, "grace_period": cfg.grace_period,
+                "heartbeat_stale_trial_callback": RETRY()}
+    try:
+        return RDBStorage(url, engine_kwargs=engine_kwargs or None, **beat)
+    except ImportError as e:
+        raise ConfigError(f"storage={cfg.kind} needs a database driver that is not installed ({e.name or e}); for "
+                          "PostgreSQL: pip install 'psycopg[binary]' (SQLAlchemy maps postgresql:// to psycopg 3; "
+                          "postgresql+psycopg2:// uses psycopg2)") from None
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError, RuntimeError) as e:
+        # connection and corrupt-file errors carry the URL: print only its masked form and the error's first line
+        first = " ".join(str(getattr(e, "orig", None) or e).splitlines()[0].split())[:160] if str(e) else ""
+        secret = _password(url)
+        if secret:
+            first = first.replace(secret, "***")
+        raise ConfigError(f"storage {shown}: cannot open the study database ({type(e).__name__}: {first})") from None
+
+
 def make_storage(cfg: StorageConfig, study: str, studies_dir: Path) -> tuple[optuna.storages.BaseStorage, str]:
     """Open the storage; returns it and a printable description (for ``optuna-dashboard``)."""
     studies_dir.mkdir(parents=True, exist_ok=True)
     if cfg.kind == "sqlite":
         url = cfg.url or f"sqlite:///{studies_dir / f'{study}.db'}"
-        return RDBStorage(url, engine_kwargs={"connect_args": {"timeout": 60}}), url
+        return _rdb(url, cfg, url, connect_args={"timeout": 60}), url
     if cfg.kind == "journal":
         path = Path(cfg.url) if cfg.url else studies_dir / f"{study}.log"
         return JournalStorage(JournalFileBackend(str(path))), str(path)
@@ -37,10 +75,4 @@ def make_storage(cfg: StorageConfig, study: str, studies_dir: Path) -> tuple[opt
         raise ConfigError(f"storage.url is missing: set storage.url or the environment variable {cfg.url_env}")
     if not url.startswith(("postgresql", "postgres")):
         raise ConfigError(f"storage.url={masked(url)!r} must be a postgresql:// URL")
-    try:
-        return RDBStorage(url), masked(url)
-    except ImportError as e:
-        raise ConfigError(f"storage=postgres needs a PostgreSQL driver ({e.name}); "
-                          "pip install psycopg2-binary") from None
-    except Exception as e:  # noqa: BLE001 - connection errors carry the URL: print only its masked form
-        raise ConfigError(f"storage.url={masked(url)}: cannot connect ({type(e).__name__})") from None
+    return _rdb(url, cfg, masked(url)), masked(url)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Optional  # noqa: UP035 - OmegaConf structured configs
 
+from models.codec import CODECS
 from objectives.costs._checks import check_numbers
 from objectives.costs.platform import EdgeProfile, ProcessorProfile, cycles_energy_mj, cycles_latency_ms
 
@@ -13,6 +14,10 @@ from objectives.costs.platform import EdgeProfile, ProcessorProfile, cycles_ener
 @dataclass(frozen=True)
 class CodecProfile:
     """Cycles per byte of a codec on the node and its speed on the edge.
+
+    A profile is a *cost* description of one compression algorithm: ``name`` is the profile's own name (the
+    design choice a trial records, e.g. ``zlib`` or a measured ``zlib_host``), ``codec`` the algorithm that
+    produces the payload (one of :data:`models.codec.CODECS`). Several profiles may price one algorithm.
 
     Attributes:
         compress_cycles_per_byte: node cycles per input (packed) byte; 0 for ``none``.
@@ -22,6 +27,7 @@ class CodecProfile:
     """
 
     name: str
+    codec: str
     compress_cycles_per_byte: float = 0.0
     node_ram_bytes: float = 0.0
     decompress_mb_per_s: float = 0.0
@@ -29,6 +35,8 @@ class CodecProfile:
     source: str = ""
 
     def __post_init__(self) -> None:
+        if self.codec not in CODECS:
+            raise ValueError(f"codec={self.codec!r} not in {sorted(CODECS)} (the compression algorithm)")
         check_numbers(self, non_negative=("compress_cycles_per_byte", "node_ram_bytes", "decompress_mb_per_s"))
 
 

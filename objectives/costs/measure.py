@@ -71,7 +71,7 @@ def host_codec_profile(m: CodecMeasurement, host_clock_hz: float, node_scale: fl
     same branchy compression code (cache, branch prediction, issue width).
     """
     return CodecProfile(
-        name=m.codec, level=m.level,
+        name=f"{m.codec}_host", codec=m.codec, level=m.level,
         compress_cycles_per_byte=m.host_compress_s_per_byte * host_clock_hz * node_scale,
         node_ram_bytes=node_ram_bytes, decompress_mb_per_s=m.host_decompress_mb_per_s,
         source=(f"measured on the host ({m.host_compress_s_per_byte * 1e9:.1f} ns/B at {host_clock_hz / 1e9:.2f} GHz)"

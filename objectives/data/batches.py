@@ -19,16 +19,17 @@ from objectives.data.synthetic import ImageSet
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Training augmentation. Probabilities in [0, 1]; gains are +/- ranges around 1."""
+    """Training augmentation (values in conf/train/). Probabilities in [0, 1]; gains are +/- ranges around 1;
+    ``min_box_fraction``: a box cut by the frame to less than this fraction of its area is dropped."""
 
-    flip_lr: float = 0.5
-    flip_ud: float = 0.0
-    brightness: float = 0.3
-    saturation: float = 0.4
-    contrast: float = 0.2
-    scale: tuple[float, float] = (0.75, 1.3)
-    translate: float = 0.1
-    min_box_fraction: float = 0.5  # a box cut by the frame to less than this fraction of its area is dropped
+    flip_lr: float
+    flip_ud: float
+    brightness: float
+    saturation: float
+    contrast: float
+    scale: tuple[float, float]
+    translate: float
+    min_box_fraction: float
 
     def __post_init__(self) -> None:
         for n in ("flip_lr", "flip_ud", "min_box_fraction"):

@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from models import TinyYOLOv3Config
 from objectives.accuracy import evaluate_map
+from objectives.baseline import train_baseline
 from objectives.data.synthetic import SyntheticConfig, cached
-from objectives.train import TrainConfig, head_config, resolve_device, train_baseline
+from objectives.device import resolve_device
+from search.config import compose
 
 
 def main() -> None:
@@ -36,10 +39,11 @@ def main() -> None:
     train, val = cached(dcfg, args.cache)
     print(f"data: {len(train)} train / {len(val)} val in {time.time() - t:.1f} s (cached or generated)", flush=True)
     mcfg = TinyYOLOv3Config(num_classes=1, input_size=dcfg.size)
-    tcfg = TrainConfig(epochs=args.epochs, batch_size=args.batch, lr=args.lr, amp=args.amp, max_minutes=args.minutes)
+    tcfg = replace(compose().train.baseline, epochs=float(args.epochs), batch_size=args.batch, lr=args.lr, amp=args.amp,
+                   max_minutes=float(args.minutes))
     res = train_baseline(mcfg, train, dcfg.key(), tcfg, args.cache, dev, progress=False)
     t = time.time()
-    r = evaluate_map(res.model, val, head_config(res.model.cfg), dcfg.size, device=dev)
+    r = evaluate_map(res.model, val, res.model.cfg.head(), dcfg.size, device=dev)
     print(f"baseline: trained in {res.seconds:.0f} s (cached={res.cached}) on {dev}, "
           f"mAP@0.5={r.map50:.4f} mAP@[.5:.95]={r.map50_95:.4f} (eval {time.time() - t:.1f} s), "
           f"anchors={res.model.cfg.anchors}", flush=True)

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from models.split import CUT_CONV
+from models import TinyYOLOv3Config, cut_points
+from objectives.baseline import train_baseline
 from objectives.design import DesignPoint
+from objectives.device import resolve_device
 from objectives.objective import EvalSettings, evaluate_accuracy
-from objectives.train import resolve_device
-from search.run import load_data, run_config_from_overrides
+from search.config import compose
+from search.data import load_data
 
 POINTS = [DesignPoint(j, 1, 1 / 1024, ()) for j in range(1, 6)] + [  # 1 bit, 1 channel kept at the cut
     DesignPoint(4, 1, 1.0, ()),                                          # 1 bit, all channels
@@ -34,25 +37,22 @@ def main() -> None:
     ap.add_argument("--only", type=int, nargs="*", help="indices into POINTS (default: all)")
     ap.add_argument("overrides", nargs="*", help="hydra overrides of conf/config.yaml")
     args = ap.parse_args()
-    rc = run_config_from_overrides(args.overrides)
+    rc = compose(args.overrides)
     dev = resolve_device(rc.device)
     cache = Path(rc.studies_dir) / "cache"
-    train, val, key = load_data(rc, cache)
-    from models import TinyYOLOv3Config
-    from objectives.train import train_baseline
-
+    train, val, key = load_data(rc.data, cache)
     mcfg = TinyYOLOv3Config(num_classes=1, input_size=rc.data.size, width=rc.model.width)
     base = train_baseline(mcfg, train, key, rc.train.baseline, cache, dev, kmeans=rc.model.kmeans_anchors,
                           progress=False)
+    table = cut_points(base.model.cfg)
     print(f"baseline cached={base.cached}; finetune {rc.train.finetune}; adapt {rc.train.adapt}; "
           f"distill {rc.train.distill}", flush=True)
-    s = EvalSettings(conf_threshold=rc.eval.conf_threshold, nms_iou=rc.eval.nms_iou, codecs=("none", "zlib", "zstd"),
-                     finetune=rc.train.finetune, distill=rc.train.distill, adapt=rc.train.adapt,
-                     recon=rc.model.recon, range_percentile=rc.model.range_percentile)
+    s = EvalSettings(replace(rc.eval, before_finetune=True), rc.model, rc.train, ("none", "zlib", "zstd"),
+                     measure_edge=False, progress=False)
     for p in [POINTS[i] for i in args.only] if args.only else POINTS:
         t = time.time()
         acc = evaluate_accuracy(p, base.model, train, val, s, dev)
-        print(f"j={p.j} b={p.bits} cut conv {CUT_CONV[p.j]} kept {acc.cut_shape[0]:3d} ch "
+        print(f"j={p.j} b={p.bits} cut conv {table[p.j].conv} kept {acc.cut_shape[0]:3d} ch "
               f"earlier={dict(p.layer_keep)}: mAP@0.5 {acc.map50_before_finetune:.3f} -> {acc.map50:.3f} "
               f"(fine-tune {acc.finetune_seconds:.0f} s / {acc.finetune_steps} steps, trial {time.time() - t:.0f} s), "
               f"node {acc.node_macs / 1e6:.1f} MMAC, payload zlib {acc.payload_mean_bytes['zlib']:.0f} B "

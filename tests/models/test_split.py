@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from models import PARTITIONS, TinyYOLOv3, TinyYOLOv3Config, cut_points, split
-from models.split import CUT_LAYER
 
 
 @pytest.fixture(scope="module")
@@ -33,6 +32,14 @@ def test_cut_point_metadata_without_running(darknet):
     # payload values from the reference table
     assert [pts[j].values for j in range(1, 6)] == [692224, 346112, 173056, 86528, 173056]
     assert pts[0].node_macs == 0 and pts[6].edge_macs == 0
+    # step-1 and step-2 targets per j (darknet numbering), strides, and the unpruned channels of each target
+    assert [pts[j].conv for j in PARTITIONS] == [None, 0, 2, 4, 6, 8, None]
+    assert [pts[j].earlier_convs for j in PARTITIONS] == [(), (), (0,), (0, 2), (0, 2, 4), (0, 2, 4, 6), ()]
+    assert [pts[j].stride for j in PARTITIONS] == [1, 2, 4, 8, 16, 16, 16]
+    assert [pts[j].is_split for j in PARTITIONS] == [False, True, True, True, True, True, False]
+    table = cut_points(darknet.cfg)
+    assert table.conv_channels == {0: 16, 2: 32, 4: 64, 6: 128, 8: 256}
+    assert table.earlier_convs == (0, 2, 4, 6) and table.prunable_convs == (0, 2, 4, 6, 8)
     assert all(p.node_macs + p.edge_macs == pts[0].edge_macs for p in pts.values())
 
 
@@ -53,8 +60,8 @@ def test_split_keeps_baseline_and_layer_numbers(small_model):
         for p in sm.parameters():
             p.add_(1.0)
     assert all(torch.equal(before[k], v) for k, v in small_model.state_dict().items())
-    assert sorted(int(k) for k in sm.node.layers) == list(range(CUT_LAYER[3] + 1))
-    assert sorted(int(k) for k in sm.edge.layers) == list(range(CUT_LAYER[3] + 1, 24))
+    assert sorted(int(k) for k in sm.node.layers) == list(range(5 + 1))  # j=3 cuts after max-pool 5
+    assert sorted(int(k) for k in sm.edge.layers) == list(range(5 + 1, 24))
     assert "node.layers.4.0.weight" in sm.state_dict() and "edge.layers.21.0.weight" in sm.state_dict()
 
 

@@ -159,7 +159,7 @@ def test_memory_infeasible_with_reason():
 
 def test_totals_hand_computed(radios):
     edge = EdgeProfile("e", macs_per_s=1e12, overhead_ms=1)
-    zlib = CodecProfile("zlib", compress_cycles_per_byte=3460, node_ram_bytes=256 * 1024, decompress_mb_per_s=400)
+    zlib = CodecProfile("zlib", "zlib", compress_cycles_per_byte=3460, node_ram_bytes=256 * 1024, decompress_mb_per_s=400)
     work = NodeWork(j=3, node_macs=41_011_200, edge_macs=2_000_000_000, feature_values=400, raw_bytes=50,
                     payload_bytes=74, weight_count=23_000, peak_activation_values=500_000)
     c = evaluate_costs(work, M7, edge, radios["ble5"], zlib)
@@ -174,14 +174,14 @@ def test_totals_hand_computed(radios):
     assert c.feasible
     d = c.as_dict()
     assert d["node_energy_mj"] == pytest.approx(c.node_energy_mj) and d["radio"] == "ble5"
-    lzma = CodecProfile("lzma", compress_cycles_per_byte=1e5, node_ram_bytes=94 * 2**20)
+    lzma = CodecProfile("lzma", "lzma", compress_cycles_per_byte=1e5, node_ram_bytes=94 * 2**20)
     bad = evaluate_costs(work, M7, edge, radios["ble5"], lzma)
     assert not bad.feasible and "RAM" in bad.reason
 
 
 def test_table1_ratios(radios):
     edge = EdgeProfile("e", macs_per_s=1e12, overhead_ms=1)
-    none = CodecProfile("none")
+    none = CodecProfile("none", "none")
     mk = lambda **k: evaluate_costs(NodeWork(**k), M7, edge, radios["wifi"], none)  # noqa: E731
     all_edge = mk(j=0, node_macs=0, edge_macs=2_782_480_896, feature_values=0, raw_bytes=519_168,
                   payload_bytes=519_192)

@@ -8,9 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from objectives.data.batches import AugmentConfig, Batches, augment_batch
+from objectives.data.batches import Batches, augment_batch
 from objectives.data.real import DataError, load_coco, load_yolo, read_yolo_labels
 from objectives.data.synthetic import SyntheticConfig, cached, generate, load, save
+from tests.helpers import augment
 
 SMALL = SyntheticConfig(size=96, n_train=24, n_val=8, seed=3)
 
@@ -69,7 +70,7 @@ def test_augment_moves_boxes_with_pixels():
     imgs = torch.zeros(8, 3, n, n)
     imgs[:, :, 20:50, 30:70] = 1.0  # x 30..70, y 20..50
     t = torch.tensor([[k, 0, 50 / n, 35 / n, 40 / n, 30 / n] for k in range(8)], dtype=torch.float32)
-    cfg = AugmentConfig(flip_lr=0.5, flip_ud=0.5, brightness=0, saturation=0, contrast=0, scale=(0.7, 1.3),
+    cfg = augment(flip_lr=0.5, flip_ud=0.5, brightness=0, saturation=0, contrast=0, scale=(0.7, 1.3),
                         translate=0.1, min_box_fraction=0.0)
     out, ot = augment_batch(imgs, t, cfg, torch.Generator().manual_seed(0))
     for row in ot:
@@ -85,7 +86,7 @@ def test_augment_moves_boxes_with_pixels():
 def test_augment_drops_boxes_pushed_out():
     imgs = torch.zeros(1, 3, 64, 64)
     t = torch.tensor([[0, 0, 0.03, 0.5, 0.06, 0.1]])
-    cfg = AugmentConfig(flip_lr=0, brightness=0, saturation=0, contrast=0, scale=(1.3, 1.3), translate=0.0,
+    cfg = augment(flip_lr=0, brightness=0, saturation=0, contrast=0, scale=(1.3, 1.3), translate=0.0,
                         min_box_fraction=0.5)
     _, ot = augment_batch(imgs, t, cfg, torch.Generator().manual_seed(0))
     assert len(ot) == 0  # zoomed 1.3x about the centre, the box at the left edge leaves the frame

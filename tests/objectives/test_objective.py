@@ -1,16 +1,17 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
 
-from models import TinyYOLOv3, TinyYOLOv3Config
+from models import TinyYOLOv3, TinyYOLOv3Config, cut_points
 from models.codec import HEADER_BYTES
 from objectives.data.synthetic import SyntheticConfig, generate
-from objectives.design import DesignPoint, conv_channels
+from objectives.design import DesignPoint
 from objectives.objective import AccuracyResult, EvalSettings, constraint_value, evaluate_accuracy, node_work
-from objectives.train import TrainConfig
+from tests.helpers import conf, train_cfg
 
 CFG = TinyYOLOv3Config(num_classes=1, input_size=64, width=0.125)
 
@@ -22,7 +23,14 @@ def setup():
     return TinyYOLOv3(CFG).eval(), data
 
 
-S = EvalSettings(calib_images=16, payload_images=8, codecs=("none", "zlib"))
+def settings(codecs=("none", "zlib"), finetune=None) -> EvalSettings:
+    rc = conf()
+    ev = replace(rc.eval, calib_images=16, payload_images=8, before_finetune=True)
+    train = replace(rc.train, finetune=finetune or rc.train.finetune, finetune_enabled=finetune is not None)
+    return EvalSettings(ev, rc.model, train, codecs, measure_edge=False, progress=False)
+
+
+S = settings()
 
 
 def test_all_in_edge_sends_the_image(setup):
@@ -38,13 +46,16 @@ def test_all_in_node_sends_detections(setup):
     acc = evaluate_accuracy(DesignPoint(6), base, data, data, S, torch.device("cpu"))
     assert acc.edge_macs == 0 and acc.node_macs > 0 and acc.feature_values == 0
     assert acc.payload_mean_bytes["none"] >= HEADER_BYTES  # 24 B header + 12 B per detection
-    assert (acc.payload_mean_bytes["none"] - HEADER_BYTES) % 12 == pytest.approx(0, abs=12)
+    # the mean over the 8 payload images of 24 B header + 12 B per detection: the body bytes of all 8 payloads
+    # together are a whole number of 12-byte rows
+    body = (acc.payload_mean_bytes["none"] - HEADER_BYTES) * 8
+    assert body == pytest.approx(round(body), abs=1e-6) and round(body) % 12 == 0
+    assert acc.raw_bytes % 12 == 0 and acc.raw_bytes <= 100 * 12  # the largest detection list, at most max_det rows
 
 
 def test_split_point_pruned_and_finetuned(setup):
     base, data = setup
-    s = EvalSettings(calib_images=16, payload_images=8, codecs=("none", "zlib", "zstd"),
-                     finetune=TrainConfig(steps=3, batch_size=8, warmup_epochs=0))
+    s = settings(("none", "zlib", "zstd"), train_cfg(steps=3, batch_size=8, warmup_epochs=0.0))
     p = DesignPoint(3, bits=2, cut_keep=0.5, layer_keep=((0, 0.5), (2, 1.0)))
     acc = evaluate_accuracy(p, base, data, data, s, torch.device("cpu"))
     c, h, w = acc.cut_shape
@@ -52,7 +63,7 @@ def test_split_point_pruned_and_finetuned(setup):
     assert acc.feature_values == 4 * 8 * 8 and acc.raw_bytes == math.ceil(4 * 8 * 8 * 2 / 8)
     assert acc.payload_mean_bytes["none"] == HEADER_BYTES + acc.raw_bytes
     assert acc.kept_channels == {"4": [8, 4], "0": [2, 1]}
-    assert acc.finetune_steps == 3 and acc.key == p.accuracy_key(conv_channels(base.cfg))
+    assert acc.finetune_steps == 3 and acc.key == p.accuracy_key(cut_points(base.cfg))
     assert acc.key == "j=3;b=2;cut=4/8;L=[0:1/2,2:4/4];crit=l1"  # width 0.125: convs 0, 2, 4 have 2, 4, 8
     # round-trips through trial user attrs
     again = AccuracyResult.from_attrs(acc.as_attrs())
@@ -64,8 +75,8 @@ def test_split_point_pruned_and_finetuned(setup):
 
 
 def test_accuracy_key_ignores_cost_axes_and_counts_channels():
-    ch = conv_channels(TinyYOLOv3Config(num_classes=1, input_size=160))
-    assert ch == {0: 16, 2: 32, 4: 64, 6: 128, 8: 256}
+    ch = cut_points(TinyYOLOv3Config(num_classes=1, input_size=160))
+    assert ch.conv_channels == {0: 16, 2: 32, 4: 64, 6: 128, 8: 256}
     a = DesignPoint(3, 1, 0.5, ((0, 1.0),), "l1", "zlib", "ble5")
     b = DesignPoint(3, 1, 0.5, ((0, 1.0),), "l1", "none", "wifi")
     assert a.accuracy_key(ch) == b.accuracy_key(ch) == "j=3;b=1;cut=32/64;L=[0:16/16];crit=l1"
@@ -76,7 +87,7 @@ def test_accuracy_key_ignores_cost_axes_and_counts_channels():
     assert DesignPoint(1, 8, 0.25).accuracy_key(ch) != DesignPoint(1, 8, 0.203).accuracy_key(ch)
     # a ratio that keeps every channel is the unpruned model, whatever the criterion
     assert DesignPoint(2, 1, 0.99, (), "taylor").accuracy_key(ch) == DesignPoint(2, 1, 1.0).accuracy_key(ch)
-    assert a.keep_map() == {4: 0.5}
+    assert a.keep_map(ch) == {4: 0.5}
 
 
 def test_constraint_value_sign():

@@ -8,28 +8,18 @@ import torch
 
 from models import TinyYOLOv3, TinyYOLOv3Config, calibrate, prune, split
 from objectives.accuracy import evaluate_map, ground_truth, payload_stats, predict
-from objectives.data.batches import AugmentConfig
+from objectives.baseline import kmeans_anchors, train_baseline
 from objectives.data.synthetic import SyntheticConfig, generate
+from objectives.device import DeviceError, resolve_device
+from objectives.finetune import finetune, recalibrate_bn
+from objectives.fit import ModelEMA, TrainingDiverged, fit
 from objectives.metrics import average_precision
-from objectives.train import (
-    AdaptConfig,
-    DistillConfig,
-    ModelEMA,
-    TrainConfig,
-    TrainingDiverged,
-    adapted_convs,
-    finetune,
-    fit,
-    head_config,
-    kmeans_anchors,
-    recalibrate_bn,
-    resolve_device,
-    train_baseline,
-)
+from objectives.settings import TrainConfig
+from tests.helpers import adapt, augment, distill, train_cfg
 
 CFG = TinyYOLOv3Config(num_classes=1, input_size=64, width=0.125)
 DATA = SyntheticConfig(size=64, n_train=32, n_val=8, seed=1, min_foot=12, max_foot=30)
-QUICK = TrainConfig(steps=6, batch_size=8, lr=2e-3, amp="bf16", augment=AugmentConfig())
+QUICK = train_cfg("baseline", steps=6, batch_size=8, lr=2e-3, amp="bf16", max_minutes=0.0)
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +55,11 @@ def test_fit_learns_on_a_few_images(data):
     torch.manual_seed(0)
     few = type(data)(data.images[:4], data.labels[:4], data.class_names)
     model = TinyYOLOv3(CFG)
-    head = head_config(CFG)
+    head = CFG.head()
     before = evaluate_map(model, few, head, 64).map50
-    cfg = TrainConfig(steps=250, batch_size=4, lr=5e-3, warmup_epochs=0, ema_decay=0.9, amp="bf16",
-                      augment=AugmentConfig(flip_lr=0, brightness=0, saturation=0, contrast=0, scale=(1, 1),
-                                            translate=0))
+    cfg = train_cfg("baseline", steps=250, batch_size=4, lr=5e-3, warmup_epochs=0.0, ema_decay=0.9, amp="bf16",
+                    max_minutes=0.0, augment=augment(flip_lr=0, brightness=0, saturation=0, contrast=0, scale=(1, 1),
+                                                     translate=0))
     ema, stats = fit(model, head, 64, few, cfg, torch.device("cpu"), progress=False)
     after = evaluate_map(ema, few, head, 64).map50
     assert stats["steps"] == 250
@@ -81,7 +71,7 @@ def test_divergence_is_reported(data):
     with torch.no_grad():
         model.layers[15].bias.fill_(float("nan"))
     with pytest.raises(TrainingDiverged, match="loss is nan at step 0"):
-        fit(model, head_config(CFG), 64, data, QUICK, torch.device("cpu"), progress=False)
+        fit(model, CFG.head(), 64, data, QUICK, torch.device("cpu"), progress=False)
 
 
 def test_baseline_cache_reused_and_rebuilt(tmp_path, data):
@@ -112,11 +102,11 @@ def test_finetune_split_pruned_quantized(data):
         calibrate(sm.interface, [sm.node(x)])
     w0 = sm.layer(0).conv.weight.detach().clone()
     tuned, stats = finetune(sm, base, data, QUICK, torch.device("cpu"),
-                            DistillConfig(output_weight=1.0, feature_weight=1.0), progress=False)
+                            distill(output_weight=1.0, feature_weight=1.0), progress=False)
     assert stats["steps"] == 6
     assert not torch.equal(tuned.layer(0).conv.weight, w0)  # node layers learn through the STE
     assert tuned.interface.enabled and tuned.cut_shape() == (1, 8, 8)
-    dets = predict(tuned, data, head_config(CFG))
+    dets = predict(tuned, data, CFG.head())
     assert len(dets) == len(data) and all(d.shape[1] == 6 for d in dets)
 
 
@@ -145,7 +135,7 @@ def test_resolve_device():
     assert resolve_device("auto").type in ("cpu", "cuda")
     assert resolve_device("cpu").type == "cpu"
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="no CUDA"):
+        with pytest.raises(DeviceError, match="no CUDA"):
             resolve_device("cuda")
 
 
@@ -153,7 +143,7 @@ def test_resolve_device():
                                        (dict(batch_size=0), "batch_size")])
 def test_train_config_validation(bad, match):
     with pytest.raises(ValueError, match=match):
-        TrainConfig(**bad)
+        TrainConfig(**{**train_cfg().__dict__, **bad})
 
 
 def test_recalibrate_bn_estimates_the_data_mean(data):
@@ -175,7 +165,7 @@ def test_recalibrate_bn_estimates_the_data_mean(data):
 
 @pytest.mark.parametrize("j,n,expected", [(1, 1, [2]), (3, 1, [6]), (4, 2, [8, 10]), (5, 1, [10, 21]), (2, 0, [])])
 def test_adapted_convs_are_next_to_the_cut(j, n, expected):
-    assert adapted_convs(split(TinyYOLOv3(CFG), j, bits=1), n) == expected
+    assert split(TinyYOLOv3(CFG), j, bits=1).adapted_convs(n) == expected
 
 
 def test_finetune_recipe_learning_rates_and_frozen_bn(data):
@@ -187,8 +177,8 @@ def test_finetune_recipe_learning_rates_and_frozen_bn(data):
     x = torch.from_numpy(data.images[:16]).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         calibrate(sm.interface, [sm.node(x)])
-    adapt = AdaptConfig(bn_recalib_batches=0, adapt_convs=1, adapt_lr_scale=30.0, node_lr_scale=0.0, freeze_bn=True)
-    tuned, _ = finetune(sm, base, data, QUICK, torch.device("cpu"), None, progress=False, adapt=adapt)
+    recipe = adapt(bn_recalib_batches=0, adapt_convs=1, adapt_lr_scale=30.0, node_lr_scale=0.0, freeze_bn=True)
+    tuned, _ = finetune(sm, base, data, QUICK, torch.device("cpu"), None, progress=False, adapt=recipe)
     for i in (0, 2, 4):
         assert torch.equal(tuned.layer(i).conv.weight, base.layers[i].conv.weight)
     assert torch.allclose(tuned.layer(8)[1].running_mean, base.layers[8][1].running_mean, rtol=0, atol=1e-6)
@@ -207,9 +197,9 @@ def test_finetune_adapt_lr_scale_moves_the_adapted_conv_further(data):
         sm = split(base, 3, bits=2)
         with torch.no_grad():
             calibrate(sm.interface, [sm.node(x)])
-        cfg = TrainConfig(steps=6, batch_size=8, lr=1e-4, ema_decay=0.0, amp="none", augment=AugmentConfig())
+        cfg = train_cfg(steps=6, batch_size=8, lr=1e-4, ema_decay=0.0, amp="none")
         tuned, _ = finetune(sm, base, data, cfg, torch.device("cpu"), None, progress=False,
-                            adapt=AdaptConfig(bn_recalib_batches=0, adapt_lr_scale=scale))
+                            adapt=adapt(bn_recalib_batches=0, adapt_lr_scale=scale))
         moved[scale] = {i: float((tuned.layer(i).conv.weight - base.layers[i].conv.weight).abs().max()) for i in (6, 8)}
     assert moved[30.0][6] > 5 * moved[1.0][6]  # Adam steps scale with the learning rate
     assert moved[30.0][8] < 3 * moved[1.0][8]

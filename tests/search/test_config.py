@@ -9,9 +9,10 @@ import pytest
 
 from objectives.costs import EdgeProfile, ProcessorProfile
 from search.config import RunConfig
+from search.config import compose as run_config_from_overrides
 from search.profiles import CONF_DIR, ConfigError, available
-from search.run import _make_sampler, run_config_from_overrides
 from search.storage import make_storage, masked
+from search.study import make_sampler as _make_sampler
 
 
 def test_default_config():

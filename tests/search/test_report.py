@@ -8,7 +8,10 @@ import optuna
 import pytest
 
 from search.export import study_frames
+from search.record import TrialRecord
 from search.report import report_data, write_report
+
+COLUMNS = ("j", "bits", "keep_cut", "keep_L0", "keep_L2", "keep_L4", "keep_L6", "criterion")
 
 DIST = {"j": optuna.distributions.CategoricalDistribution([0, 3, 4, 6]),
         "keep_cut": optuna.distributions.FloatDistribution(0.001, 1.0, log=True)}
@@ -20,9 +23,9 @@ def add(study, j, keep, radio, energy, latency, mAP, payload, macs, feasible=Tru
     study.add_trial(optuna.trial.create_trial(
         params=params, distributions={k: DIST[k] for k in params}, values=[energy, latency],
         constraints={"map50_drop": 0.0 if feasible else 1.0},
-        user_attrs={"role": role, "parent": n if parent is None else parent, "radio": radio, "codec": "zlib",
-                    "feasible": feasible, "mAP50": mAP, "baseline_mAP50": 0.92, "payload_bytes": payload,
-                    "raw_bytes": 76800 if j == 0 else payload, "node_macs": macs}))
+        user_attrs=TrialRecord(role=role, parent=n if parent is None else parent, radio=radio, codec="zlib",
+                               feasible=feasible, mAP50=mAP, baseline_mAP50=0.92, payload_bytes=payload,
+                               raw_bytes=76800 if j == 0 else payload, node_macs=macs).to_attrs()))
 
 
 @pytest.fixture()
@@ -38,7 +41,7 @@ def study():
 
 
 def test_report_data_figures_and_table1(study):
-    rows, _ = study_frames(study)
+    rows, _ = study_frames(study, COLUMNS)
     d = report_data(rows)
     assert d["n_models"] == 5
     f3 = d["fig3"]
@@ -64,7 +67,7 @@ def test_report_data_figures_and_table1(study):
 
 
 def test_report_html_offline(study, tmp_path):
-    path = write_report(study, tmp_path)
+    path = write_report(study, tmp_path, COLUMNS)
     text = path.read_text()
     assert "<script src=" not in text and len(text) > 3_000_000  # plotly.js inlined: opens offline
     assert "Table I" in text and "Fig. 5" in text
@@ -72,7 +75,7 @@ def test_report_html_offline(study, tmp_path):
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="no chromium on this machine (apt-get install chromium)")
 def test_report_loads_in_headless_chromium_without_console_errors(study, tmp_path):
-    path = write_report(study, tmp_path)
+    path = write_report(study, tmp_path, COLUMNS)
     p = subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                         "--disable-background-networking", "--disable-component-update", "--disable-sync",
                         f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",
@@ -88,9 +91,9 @@ def test_report_with_no_feasible_split(tmp_path):
     s = optuna.create_study(directions=["minimize", "minimize"], study_name="r2")
     add(s, 0, None, "wifi", 40.0, 30.0, 0.92, 76824, 0)
     add(s, 3, 0.1, "wifi", 5.0, 10.0, 0.1, 40, 1000, feasible=False)
-    rows, _ = study_frames(s)
+    rows, _ = study_frames(s, COLUMNS)
     d = report_data(rows)
     assert d["table1"].empty and "headline" in d
     h = d["headline"].set_index("claim")
     assert "(the best reached 0.100 of 0.920)" in h.loc["smallest payload at mAP >= 95 % of baseline [B]", "why they differ"]
-    assert write_report(s, tmp_path).is_file()
+    assert write_report(s, tmp_path, COLUMNS).is_file()

@@ -1,24 +1,35 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import optuna
 import pandas as pd
 import pytest
 from optuna.trial import FixedTrial
 
+from models import TinyYOLOv3Config, cut_points
 from objectives.design import DesignPoint
-from search.config import Range, SpaceConfig
+from search.config import Range
 from search.export import export_all, pareto_figure, study_frames, summary_lines
-from search.space import baseline_points, distributions_of, params_of, suggest
+from search.record import TrialRecord
+from search.space import baseline_points, distributions_of, param_columns, params_of, suggest
+from tests.helpers import conf
 
-SPACE = SpaceConfig(partitions=[0, 1, 2, 3, 4, 5, 6], bits=[1, 2, 8], criteria=["l1", "taylor"],
-                    codecs=["none", "zlib"], radios=["ble5", "wifi"])
+SPACE = replace(conf().space, partitions=[0, 1, 2, 3, 4, 5, 6], bits=[1, 2, 8], criteria=["l1", "taylor"],
+                codecs=["none", "zlib"], radios=["ble5", "wifi"])
+TABLE = cut_points(TinyYOLOv3Config(num_classes=1, input_size=160))
+COLUMNS = param_columns(TABLE)
+
+
+def test_param_columns_come_from_the_cut_table():
+    assert COLUMNS == ("j", "bits", "keep_cut", "keep_L0", "keep_L2", "keep_L4", "keep_L6", "criterion")
 
 
 def test_suggest_conditional_space():
     p = suggest(FixedTrial({"j": 3, "bits": 2, "keep_cut": 0.25, "keep_L0": 0.5, "keep_L2": 0.75,
-                            "criterion": "taylor", "codec": "zlib", "radio": "wifi"}), SPACE)
+                            "criterion": "taylor", "codec": "zlib", "radio": "wifi"}), SPACE, TABLE)
     assert p == DesignPoint(3, 2, 0.25, ((0, 0.5), (2, 0.75)), "taylor", "zlib", "wifi")
-    edge = suggest(FixedTrial({"j": 0, "codec": "none", "radio": "ble5"}), SPACE)
+    edge = suggest(FixedTrial({"j": 0, "codec": "none", "radio": "ble5"}), SPACE, TABLE)
     assert edge == DesignPoint(0, 8, 1.0, (), "l1", "none", "ble5")  # no bits or keep ratios exist at j=0
 
 
@@ -26,22 +37,22 @@ def test_suggest_conditional_space():
                                    DesignPoint(1, 8, 1.0, (), "taylor", "none", "wifi"),
                                    DesignPoint(6, 8, 1.0, (), "l1", "zlib", "wifi")])
 def test_params_roundtrip(point):
-    params = params_of(point, SPACE)
-    assert suggest(FixedTrial(params), SPACE) == point
-    dists = distributions_of(params, SPACE)
+    params = params_of(point, SPACE, TABLE)
+    assert suggest(FixedTrial(params), SPACE, TABLE) == point
+    dists = distributions_of(params, SPACE, TABLE)
     assert set(dists) == set(params)
     for k, v in params.items():
         assert dists[k]._contains(dists[k].to_internal_repr(v))
 
 
 def test_baseline_points_cover_every_partition_unpruned():
-    pts = baseline_points(SPACE)
+    pts = baseline_points(SPACE, TABLE)
     assert [p.j for p in pts] == [0, 1, 2, 3, 4, 5, 6]
     assert not any(p.pruned for p in pts)
     assert all(p.bits == 8 for p in pts if 1 <= p.j <= 5)  # the largest width: feasible anchors for the sampler
-    assert all(p.bits == 1 for p in baseline_points(SPACE, bits=1) if 1 <= p.j <= 5)
-    narrow = SpaceConfig(cut_keep=Range(0.01, 0.5, True), codecs=["none"], radios=["ble5"])
-    assert [p.j for p in baseline_points(narrow)] == [0, 1, 2, 3, 4, 5, 6][:1] + [6]  # unpruned is outside
+    assert all(p.bits == 1 for p in baseline_points(SPACE, TABLE, bits=1) if 1 <= p.j <= 5)
+    narrow = replace(conf().space, cut_keep=Range(0.01, 0.5, True), codecs=["none"], radios=["ble5"])
+    assert [p.j for p in baseline_points(narrow, TABLE)] == [0, 1, 2, 3, 4, 5, 6][:1] + [6]  # unpruned is outside
 
 
 def fake_study():
@@ -52,26 +63,26 @@ def fake_study():
     for (e, lat), c, feas in rows:
         study.add_trial(optuna.trial.create_trial(
             params={"j": 3}, distributions=dist, values=[e, lat], constraints={"map50_drop": c},
-            user_attrs={"role": "primary", "radio": "ble5", "codec": "zlib", "feasible": feas, "mAP50": 0.9,
-                        "payload_bytes": 100, "energy": {"compute_mj": e}, "latency": {"radio_ms": lat}}))
+            user_attrs=TrialRecord(radio="ble5", codec="zlib", feasible=feas, mAP50=0.9, payload_bytes=100,
+                                   energy={"compute_mj": e}, latency={"radio_ms": lat}).to_attrs()))
     return study
 
 
 def test_pareto_is_feasible_and_non_dominated(tmp_path):
     study = fake_study()
-    all_rows, pareto = study_frames(study)
+    all_rows, pareto = study_frames(study, COLUMNS)
     assert len(all_rows) == 4
     assert sorted(pareto["trial"]) == [0, 1]
     assert "energy.compute_mj" in pareto.columns and "latency.radio_ms" in pareto.columns
-    paths = export_all(study, tmp_path)
+    paths = export_all(study, tmp_path, COLUMNS)
     html = paths["pareto.html"].read_text()
     assert "<script src=\"http" not in html and "Plotly" in html  # self-contained, opens offline
     assert pd.read_csv(paths["pareto.csv"]).shape[0] == 2
-    assert "2 feasible Pareto points" in summary_lines(study)[0]
+    assert "2 feasible Pareto points" in summary_lines(study, COLUMNS)[0]
 
 
 def test_figure_info(tmp_path):
-    all_rows, pareto = study_frames(fake_study())
+    all_rows, pareto = study_frames(fake_study(), COLUMNS)
     fig = pareto_figure(all_rows, pareto, "t")
     names = [t.name for t in fig.data]
     assert names == ["infeasible", "ble5", "Pareto front"]

@@ -17,8 +17,9 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from objectives.objective import AccuracyResult, evaluate_costs
+from objectives.objective import evaluate_costs
 from search.profiles import load_profile
+from search.record import StudyRecord, TrialRecord
 
 QUICK = ["study=quick", "progress=false"]
 
@@ -35,8 +36,12 @@ def load(studies: Path, name: str = "quick") -> optuna.Study:
     return optuna.load_study(study_name=name, storage=f"sqlite:///{studies / (name + '.db')}")
 
 
+def rec(t) -> TrialRecord:
+    return TrialRecord.from_trial(t)
+
+
 def primaries(study: optuna.Study, states=(TrialState.COMPLETE,)):
-    return [t for t in study.get_trials(states=states) if t.user_attrs.get("role") == "primary"]
+    return [t for t in study.get_trials(states=states) if rec(t).is_primary]
 
 
 @pytest.fixture(scope="module")
@@ -56,13 +61,13 @@ def test_quick_study_end_to_end(quick_run):
     prim = primaries(study)
     assert len(prim) == 3
     assert study.metric_names == ["node_energy_mJ", "latency_ms"]
-    sib = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if t.user_attrs.get("role") == "sibling"]
+    sib = [t for t in study.get_trials(states=(TrialState.COMPLETE,)) if not rec(t).is_primary]
     assert len(sib) == 3 * (2 * 2 - 1)  # every model for every radio x codec (2 x 2 in study=quick)
-    combos = {(t.user_attrs["radio"], t.user_attrs["codec"]) for t in sib + prim if
-              t.user_attrs.get("parent", t.number) == prim[0].number}
+    combos = {(rec(t).radio, rec(t).codec) for t in sib + prim if rec(t).parent == prim[0].number}
     assert combos == {(r, c) for r in ("ble5", "wifi") for c in ("none", "zlib")}
     for t in prim + sib:
-        assert t.user_attrs["mAP50"] >= 0 and "energy" in t.user_attrs and "latency" in t.user_attrs
+        r = rec(t)
+        assert r.mAP50 >= 0 and r.energy and r.latency and r.accuracy is not None
         assert set(t.constraints) >= {"map50_drop", "platform"}
     assert "baseline mAP@0.5" in p.stdout and "feasible Pareto points" in p.stdout
 
@@ -76,8 +81,7 @@ def test_pareto_rows_match_cost_models(quick_run):
     node, edge = load_profile("node", "cortex_m7"), load_profile("edge", "rtx3090")
     for _, row in pareto.iterrows():
         t = by_number[int(row["trial"])]
-        acc = AccuracyResult.from_attrs(t.user_attrs["accuracy"])
-        cost = evaluate_costs(acc, node, edge, load_profile("radio", row["radio"]), load_profile("codec", row["codec"]))
+        cost = evaluate_costs(rec(t).accuracy, node, edge, load_profile("radio", row["radio"]), load_profile("codec", row["codec"]))
         assert row["node_energy_mJ"] == pytest.approx(cost.node_energy_mj, rel=1e-9)
         assert row["latency_ms"] == pytest.approx(cost.latency_ms, rel=1e-9)
         assert bool(row["feasible"])
@@ -92,10 +96,11 @@ def test_dashboard_sees_constraints_and_feasibility(quick_run):
     from optuna_dashboard._serializer import serialize_frozen_trial
 
     studies, _, _ = quick_run
-    study = load(studies)
-    sysattrs = study._storage.get_study_system_attrs(study._study_id)
-    for t in study.get_trials(states=(TrialState.COMPLETE,)):
-        s = serialize_frozen_trial(study._study_id, t, sysattrs)
+    storage = optuna.storages.RDBStorage(f"sqlite:///{studies / 'quick.db'}")  # what the dashboard opens
+    study_id = storage.get_study_id_from_name("quick")
+    sysattrs = storage.get_study_system_attrs(study_id)
+    for t in storage.get_all_trials(study_id, states=(TrialState.COMPLETE,)):
+        s = serialize_frozen_trial(study_id, t, sysattrs)
         assert s["constraints"] == [t.constraints["map50_drop"], t.constraints["platform"]]
         attrs = {a["key"]: a["value"] for a in s["user_attrs"]}
         assert attrs["feasible"] in ("True", "False") and "mAP50" in attrs
@@ -165,7 +170,7 @@ def test_kill_9_mid_trial_then_resume(tmp_path):
     for n, v in completed_before.items():
         assert study.trials[n].values == v  # no completed trial lost
     assert study.trials[killed_during].state == TrialState.FAIL
-    assert study.trials[killed_during].user_attrs.get("interrupted") is True
+    assert rec(study.trials[killed_during]).interrupted
     retried = [t for t in primaries(study) if t.params == study.trials[killed_during].params]
     assert retried, "the interrupted point was evaluated again"
 
@@ -178,7 +183,7 @@ def test_journal_storage(tmp_path):
     from optuna.storages.journal import JournalFileBackend
 
     study = optuna.load_study(study_name="quick", storage=JournalStorage(JournalFileBackend(str(studies / "quick.log"))))
-    assert len(primaries(study)) == 2 and not math.isnan(study.user_attrs["baseline_mAP50"])
+    assert len(primaries(study)) == 2 and not math.isnan(StudyRecord.of(study).baseline_mAP50)
 
 
 def test_diverging_finetune_fails_that_trial_and_the_study_goes_on(tmp_path):
@@ -186,9 +191,9 @@ def test_diverging_finetune_fails_that_trial_and_the_study_goes_on(tmp_path):
     p = cli(studies, "train.finetune.lr=1e30", "study.n_trials=3", "study.enqueue_baselines=true",
             "space.partitions=[0,3]")
     study = load(studies)
-    failed = [t for t in study.get_trials(states=(TrialState.FAIL,)) if t.user_attrs.get("role") == "primary"]
+    failed = primaries(study, (TrialState.FAIL,))
     complete = primaries(study)
-    assert failed and all("loss is" in t.user_attrs["fail_reason"] for t in failed)
+    assert failed and all("loss is" in rec(t).fail_reason for t in failed)
     assert complete and all(t.params["j"] == 0 for t in complete)  # j=0 is not fine-tuned and completes
     assert len(failed) + len(complete) == 3
     assert "feasible Pareto points" in p.stdout
@@ -202,5 +207,5 @@ def test_duplicates_are_pruned_not_counted(tmp_path):
     study = load(studies)
     assert len(primaries(study)) == 1
     pruned = study.get_trials(states=(TrialState.PRUNED,))
-    assert len(pruned) == 3 and all(t.user_attrs["duplicate_of"] == primaries(study)[0].number for t in pruned)
+    assert len(pruned) == 3 and all(rec(t).duplicate_of == primaries(study)[0].number for t in pruned)
     assert "already-evaluated points in a row" in p.stdout

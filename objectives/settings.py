@@ -1,0 +1,146 @@
+"""The settings objectives/ takes: frozen dataclasses with range checks and no defaults.
+
+``conf/`` is the one source of default values (search/config.py builds these from the composed YAML, so a
+key missing there is an error naming it, not a silent Python default). Tests and notebooks get a complete set
+with ``search.config.compose([...overrides])``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from objectives.data.batches import AugmentConfig
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimization settings for baseline training or fine-tuning.
+
+    ``epochs`` (float: a fraction of an epoch is allowed) or ``steps`` (if > 0, wins) sets the budget;
+    ``max_minutes`` stops earlier on wall time (0: no limit).
+    """
+
+    epochs: float
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_epochs: float
+    min_lr_ratio: float
+    ema_decay: float
+    amp: str
+    seed: int
+    max_minutes: float
+    grad_clip: float
+    augment: AugmentConfig
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "lr", "weight_decay", "warmup_epochs", "min_lr_ratio", "ema_decay", "max_minutes",
+                     "grad_clip"):
+            v = getattr(self, name)
+            if isinstance(v, int) and not isinstance(v, bool):
+                object.__setattr__(self, name, float(v))  # 26 and 26.0 are one config (and one cache key)
+        if self.amp not in ("bf16", "fp16", "none"):
+            raise ValueError(f"train.amp={self.amp!r} not in ['bf16', 'fp16', 'none']")
+        if self.epochs <= 0 and self.steps <= 0:
+            raise ValueError(f"train.epochs={self.epochs} and train.steps={self.steps}: one must be > 0")
+        if self.batch_size < 1:
+            raise ValueError(f"train.batch_size={self.batch_size} must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"train.lr={self.lr} must be > 0")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """Knowledge distillation from the baseline during fine-tuning (0 disables a term).
+
+    Attributes:
+        output_weight: MSE between student and teacher raw head outputs (objectness + boxes).
+        feature_weight: MSE on the output of the edge's first conv layer.
+    """
+
+    output_weight: float
+    feature_weight: float
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """How fine-tuning treats the layers around the cut (defaults measured; see the README).
+
+    Attributes:
+        bn_recalib_batches: before fine-tuning, re-estimate every BatchNorm's running mean and variance over
+            this many training batches without augmentation and without gradients (AdaBN); 0 skips it.
+        adapt_convs: the first this-many conv layers after the cut learn at ``lr * adapt_lr_scale``.
+        adapt_lr_scale: learning-rate multiplier of those layers.
+        node_lr_scale: learning-rate multiplier of the node's layers.
+        freeze_bn: BatchNorm layers of the edge past the adapted ones keep their running statistics (eval
+            mode) while fine-tuning; the node's and the adapted layers' BatchNorms train.
+    """
+
+    bn_recalib_batches: int
+    adapt_convs: int
+    adapt_lr_scale: float
+    node_lr_scale: float
+    freeze_bn: bool
+
+    def __post_init__(self) -> None:
+        for name in ("bn_recalib_batches", "adapt_convs", "adapt_lr_scale", "node_lr_scale"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (a scale of 0 freezes those layers)")
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``train`` section: baseline from scratch, per-trial fine-tuning and its recipe."""
+
+    baseline: TrainConfig
+    finetune: TrainConfig
+    distill: DistillConfig
+    adapt: AdaptConfig
+    finetune_enabled: bool
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The ``model`` section: how the detector is built and how its cut is de-quantized.
+
+    Attributes:
+        width: channel multiplier (1.0 is darknet's network; smaller only for smoke tests).
+        kmeans_anchors: anchors from k-means on the training boxes (else darknet's, scaled to the input).
+        recon: edge de-quantization, ``paper`` (Eq. 6), ``midpoint`` or ``centroid``.
+        range_percentile: Eq. 5's max = this percentile of ``|f - mu|`` on the calibration set.
+    """
+
+    width: float
+    kmeans_anchors: bool
+    recon: str
+    range_percentile: float
+
+    def __post_init__(self) -> None:
+        if not 0 < self.range_percentile <= 100:
+            raise ValueError(f"model.range_percentile={self.range_percentile} must be in (0, 100]")
+        if not 0 < self.width <= 4:
+            raise ValueError(f"model.width={self.width} must be in (0, 4]")
+        if self.recon not in ("paper", "midpoint", "centroid"):
+            raise ValueError(f"model.recon={self.recon!r} not in ['paper', 'midpoint', 'centroid']")
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """The ``eval`` section: mAP settings (the paper reports mAP@0.5 at confidence 0.45; COCO's convention is
+    0.001), calibration and payload sample sizes."""
+
+    conf_threshold: float
+    nms_iou: float
+    payload_conf_threshold: float
+    calib_images: int
+    payload_images: int
+    before_finetune: bool
+
+    def __post_init__(self) -> None:
+        for k in ("conf_threshold", "nms_iou", "payload_conf_threshold"):
+            if not 0 <= getattr(self, k) < 1:
+                raise ValueError(f"eval.{k}={getattr(self, k)} must be in [0, 1)")
+        for k in ("calib_images", "payload_images"):
+            if getattr(self, k) < 1:
+                raise ValueError(f"eval.{k}={getattr(self, k)} must be >= 1")

@@ -1,0 +1,140 @@
+"""Drivers: what decides the next design point. The sampler loop (``protocol=search``) and the paper's manual
+protocol as an enqueued grid (``protocol=paper``); both run ``study.optimize`` with the objective's callback and
+a stop callback, and count model evaluations the same way (:func:`search.record.count_primaries`)."""
+
+from __future__ import annotations
+
+import time
+
+import optuna
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from models.split import CutTable
+from objectives.design import DesignPoint
+from objectives.fit import TrainingDiverged
+from search import record
+from search.config import RunConfig
+from search.objective import Objective
+from search.record import TrialRecord
+from search.space import baseline_points, params_of
+
+
+class StopWhen:
+    """``study.optimize`` callback that calls ``study.stop()`` (like Optuna's ``MaxTrialsCallback``) when the
+    study holds ``n_trials`` counted primaries, when ``timeout_min`` has passed, or after ``max_duplicates``
+    duplicate proposals in a row; :attr:`reason` says which, for the run's summary."""
+
+    def __init__(self, n_trials: int, timeout_min: float, max_duplicates: int, bar: tqdm | None = None) -> None:
+        self.n_trials, self.timeout_min, self.max_duplicates, self.bar = n_trials, timeout_min, max_duplicates, bar
+        self.t0 = time.time()
+        self.duplicates = 0
+        self.done = 0
+        self.reason = ""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.done = record.count_primaries(study)
+        if self.bar is not None:
+            self.bar.n = min(self.done, self.n_trials)
+            self.bar.refresh()
+        self.duplicates = self.duplicates + 1 if trial.state == TrialState.PRUNED else 0
+        if self.done >= self.n_trials:
+            self.reason = "done"
+        elif self.duplicates >= self.max_duplicates:
+            self.reason = (f"the sampler proposed {self.duplicates} already-evaluated points in a row: the study has "
+                           f"converged on this space (widen it, relax study.th, or fine-tune longer); stopping at "
+                           f"{self.done} of {self.n_trials} evaluations")
+        elif self.timeout_min and time.time() - self.t0 > self.timeout_min * 60:
+            self.reason = f"study.timeout_min={self.timeout_min} reached; re-run to continue"
+        if self.reason:
+            study.stop()
+
+
+def _optimize(study: optuna.Study, objective: Objective, stop: StopWhen) -> None:
+    study.optimize(objective, catch=(TrainingDiverged,), callbacks=[objective.after_trial, stop],
+                   show_progress_bar=False)
+
+
+def sampler_loop(rc: RunConfig, study: optuna.Study, objective: Objective) -> int:
+    """Sample primary trials until the study holds ``study.n_trials`` of them (or a stop condition)."""
+    done = record.count_primaries(study)
+    if done >= rc.study.n_trials:
+        return done
+    bar = tqdm(total=rc.study.n_trials, initial=done, desc=f"study {rc.study.name}", unit="trial",
+               disable=not rc.progress)
+    stop = StopWhen(rc.study.n_trials, rc.study.timeout_min, rc.study.max_duplicates, bar)
+    try:
+        _optimize(study, objective, stop)
+    finally:
+        bar.close()
+    if stop.reason and stop.reason != "done":
+        print(stop.reason, flush=True)
+    return record.count_primaries(study)
+
+
+def _waiting(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def _run_queue(rc: RunConfig, study: optuna.Study, objective: Objective, points: list[DesignPoint],
+               table: CutTable, desc: str) -> None:
+    for p in points:
+        study.enqueue_trial(params_of(p, rc.space, table), skip_if_exists=True)
+    n = _waiting(study)
+    if not n:
+        return
+    bar = tqdm(total=n, desc=desc, unit="trial", disable=not rc.progress)
+
+    def until_queue_empty(s: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
+        bar.update(1)
+        if not _waiting(s):
+            s.stop()
+
+    try:
+        study.optimize(objective, catch=(TrainingDiverged,), callbacks=[objective.after_trial, until_queue_empty],
+                       show_progress_bar=False)
+    finally:
+        bar.close()
+
+
+def paper_step1_points(rc: RunConfig, table: CutTable) -> list[DesignPoint]:
+    """The paper's step 1 at 1 bit and the first codec (ZIP): j=0, j=6, each split point unpruned, and each
+    split point keeping ``study.paper_channels`` channels at the cut conv (earlier layers whole)."""
+    codec, radio, bits = rc.space.codecs[0], rc.space.radios[0], min(rc.space.bits)
+    pts = list(baseline_points(rc.space, table, bits=bits))
+    for j in (j for j in rc.space.partitions if table[j].is_split):
+        c = table.conv_channels[table[j].conv]
+        earlier = tuple((e, 1.0) for e in table[j].earlier_convs) if rc.space.prune_earlier else ()
+        for k in rc.study.paper_channels:
+            if k < c:
+                pts.append(DesignPoint(j, bits, k / c, earlier, rc.space.criteria[0], codec, radio))
+    return pts
+
+
+def paper_step2_points(rc: RunConfig, study: optuna.Study, table: CutTable, base_map: float) -> list[DesignPoint]:
+    """Step 2: at each j's smallest feasible step-1 payload (Eq. 7/8), prune every earlier node conv to each
+    of ``study.paper_ratios`` (Eq. 9/10)."""
+    codec, radio = rc.space.codecs[0], rc.space.radios[0]
+    pts = []
+    for j in (j for j in rc.space.partitions if table[j].earlier_convs):
+        cands = [(t, r) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                 if (r := TrialRecord.from_trial(t)).is_primary and t.params.get("j") == j
+                 and all(v >= 1.0 for k, v in t.params.items() if k.startswith("keep_L"))
+                 and r.mAP50 is not None and r.mAP50 >= base_map - rc.study.th]
+        if not cands:
+            print(f"paper protocol: no feasible step-1 point at j={j}; step 2 skipped there", flush=True)
+            continue
+        best, _ = min(cands, key=lambda tr: (tr[1].payload_bytes, -tr[1].mAP50))
+        for ratio in rc.study.paper_ratios:
+            pts.append(DesignPoint(j, int(best.params.get("bits", 1)), float(best.params["keep_cut"]),
+                                   tuple((e, float(ratio)) for e in table[j].earlier_convs), rc.space.criteria[0],
+                                   codec, radio))
+    return pts
+
+
+def paper_protocol(rc: RunConfig, study: optuna.Study, objective: Objective, table: CutTable,
+                   base_map: float) -> int:
+    """The paper's manual protocol as an enqueued grid (resumable: existing points are skipped)."""
+    _run_queue(rc, study, objective, paper_step1_points(rc, table), table, "paper step 1")
+    _run_queue(rc, study, objective, paper_step2_points(rc, study, table, base_map), table, "paper step 2")
+    return record.count_primaries(study)

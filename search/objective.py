@@ -1,0 +1,167 @@
+"""The study's objective: one primary trial evaluates one design point; its model is priced on every other
+radio x codec of the space as sibling trials.
+
+The accuracy part (split, prune, fine-tune, mAP, payload) runs once per accuracy key and is injected as a
+callable, so the trial loop is tested with a stub in milliseconds; the cost part is a pure function of its
+result (:func:`score`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from tqdm.auto import tqdm
+
+from models.split import CutTable
+from objectives.costs import CodecProfile, CostBreakdown, EdgeProfile, ProcessorProfile, RadioProfile
+from objectives.design import DesignPoint
+from objectives.fit import TrainingDiverged
+from objectives.objective import AccuracyResult, constraint_value, evaluate_costs, node_work
+from search import record
+from search.config import SpaceConfig
+from search.record import SIBLING, TrialRecord
+from search.space import distributions_of, suggest
+
+Evaluate = Callable[[DesignPoint], AccuracyResult]
+
+
+@dataclass(frozen=True)
+class Pricing:
+    """Everything :func:`score` needs besides the measured model: profiles, the threshold and the baseline."""
+
+    node: ProcessorProfile
+    edge: EdgeProfile
+    radios: dict[str, RadioProfile]
+    codecs: dict[str, CodecProfile]
+    th: float
+    baseline_map50: float
+
+
+@dataclass(frozen=True)
+class Scored:
+    values: tuple[float, float]  # (node_energy_mJ, latency_ms)
+    constraints: dict[str, float]  # feasible when all <= 0
+    record: TrialRecord
+    cost: CostBreakdown
+
+
+def score(acc: AccuracyResult, radio: str, codec: str, p: Pricing, **record_fields: Any) -> Scored:
+    """The cost of a measured model on one radio and codec, its constraints and its record - the same for a
+    primary trial and its siblings."""
+    prof = p.codecs[codec]
+    cost = evaluate_costs(acc, p.node, p.edge, p.radios[radio], prof)
+    c_map = constraint_value(acc.map50, p.baseline_map50, p.th)
+    constraints = {"map50_drop": c_map, "platform": 0.0 if cost.feasible else 1.0}
+    d = cost.as_dict()
+    rec = TrialRecord(
+        radio=radio, codec=codec, accuracy_key=acc.key, feasible=c_map <= 0 and cost.feasible,
+        mAP50=acc.map50, mAP50_95=acc.map50_95, mAP50_before_finetune=acc.map50_before_finetune,
+        baseline_mAP50=p.baseline_map50, constraint=c_map,
+        infeasible_reason=cost.reason if not cost.feasible else ("" if c_map <= 0 else "mAP below baseline - th"),
+        payload_bytes=node_work(acc, prof.codec).payload_bytes, raw_bytes=acc.raw_bytes,
+        node_macs=acc.node_macs, edge_macs=acc.edge_macs,
+        energy={k: v for k, v in d.items() if k.endswith("_mj")},
+        latency={k: v for k, v in d.items() if k.endswith("_ms")}, accuracy=acc, **record_fields)
+    return Scored((cost.node_energy_mj, cost.latency_ms), constraints, rec, cost)
+
+
+class Objective:
+    """``objective(trial)`` for ``study.optimize``; :meth:`after_trial` is its callback (siblings, failures).
+
+    It keeps two indexes, rebuilt from the study on construction so a resumed run sees the same: trained models
+    by accuracy key (never trained twice), and (accuracy key, radio, codec) -> trial number (a re-proposal of
+    a point already in the study is pruned as a duplicate and does not count).
+    """
+
+    def __init__(self, study: optuna.Study, space: SpaceConfig, table: CutTable, pricing: Pricing,
+                 evaluate: Evaluate, codec_algorithms: tuple[str, ...]) -> None:
+        self.space, self.table, self.pricing, self.evaluate = space, table, pricing, evaluate
+        self.cache: dict[str, AccuracyResult] = {}
+        self.evaluated: dict[tuple[str, str, str], int] = {}
+        self.trial_seconds: list[float] = []
+        self.sibling_seconds = 0.0
+        for r in record.records(study, (TrialState.COMPLETE,)):
+            self._remember(r)
+            if r.accuracy and set(codec_algorithms) <= set(r.accuracy.payload_mean_bytes):
+                self.cache.setdefault(r.accuracy.key, r.accuracy)
+
+    def _remember(self, r: TrialRecord) -> None:
+        """Note which (model, radio, codec) a complete trial holds, so a re-proposal is recognised."""
+        if r.accuracy_key:
+            self.evaluated.setdefault((r.accuracy_key, r.radio, r.codec), r.number)
+
+    def accuracy(self, point: DesignPoint) -> AccuracyResult:
+        key = point.accuracy_key(self.table)
+        if key not in self.cache:
+            self.cache[key] = self.evaluate(point)
+        return self.cache[key]
+
+    # ------------------------------------------------------------------------------------------ a trial
+    def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
+        t0 = time.time()
+        try:
+            return self._objective(trial)
+        finally:
+            self.trial_seconds.append(time.time() - t0)
+
+    def _objective(self, trial: optuna.Trial) -> tuple[float, float]:
+        point = suggest(trial, self.space, self.table)
+        record.write(trial, TrialRecord(radio=point.radio, codec=point.codec))
+        dup = self.evaluated.get((point.accuracy_key(self.table), point.radio, point.codec))
+        if dup is not None:
+            # the same model on the same radio and codec is already in the study (as a trial or a sibling)
+            record.write(trial, TrialRecord(duplicate_of=dup))
+            raise optuna.TrialPruned(f"duplicate of trial {dup}")
+        try:
+            acc = self.accuracy(point)
+            if not math.isfinite(acc.map50):
+                raise TrainingDiverged(f"mAP is {acc.map50} for {acc.key}")
+        except TrainingDiverged as e:
+            record.write(trial, TrialRecord(fail_reason=str(e)))
+            raise
+        s = score(acc, point.radio, point.codec, self.pricing)
+        record.set_constraints(trial, s.constraints)
+        record.write(trial, s.record)
+        before = "" if math.isnan(acc.map50_before_finetune) else f"before fine-tune {acc.map50_before_finetune:.3f}, "
+        tqdm.write(f"trial {trial.number}: {acc.key} -> mAP@0.5 {acc.map50:.3f} ({before}{acc.seconds:.0f} s), "
+                   f"{s.record.payload_bytes} B; {point.radio}/{point.codec}: {s.cost.node_energy_mj:.3f} mJ, "
+                   f"{s.cost.latency_ms:.2f} ms{'' if s.record.feasible else ' (infeasible)'}")
+        return s.values
+
+    # ------------------------------------------------------------------------------------------ after it
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        """``study.optimize`` callback: report a failure, add the siblings of a completed primary."""
+        r = TrialRecord.from_trial(trial)
+        if trial.state == TrialState.FAIL:
+            tqdm.write(f"trial {trial.number} failed: {r.fail_reason or 'see the study'}; the study goes on")
+        self.add_siblings(study, trial)
+
+    def add_siblings(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
+        """Add a sibling trial for every radio x codec of the space the primary did not take (idempotent)."""
+        r = TrialRecord.from_trial(trial)
+        if trial.state != TrialState.COMPLETE or not r.is_primary or r.accuracy is None:
+            return 0
+        self._remember(r)
+        t0 = time.time()
+        base = {k: v for k, v in trial.params.items() if k not in ("codec", "radio")}
+        added = 0
+        for radio in self.space.radios:
+            for codec in self.space.codecs:
+                if (r.accuracy.key, radio, codec) in self.evaluated:  # the primary itself, or added before
+                    continue
+                s = score(r.accuracy, radio, codec, self.pricing, role=SIBLING, parent=trial.number)
+                params = {**base, "codec": codec, "radio": radio}
+                study.add_trial(optuna.trial.create_trial(
+                    params=params, distributions=distributions_of(params, self.space, self.table),
+                    values=list(s.values), user_attrs=s.record.to_attrs(),
+                    system_attrs=record.legacy_constraints(s.constraints), constraints=s.constraints))
+                self.evaluated.setdefault((r.accuracy.key, radio, codec), trial.number)
+                added += 1
+        self.sibling_seconds += time.time() - t0
+        return added

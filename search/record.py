@@ -1,0 +1,188 @@
+"""What a trial and a study store, spelled once.
+
+:class:`TrialRecord` is a trial's user attributes as one typed value: the objective writes it
+(:meth:`TrialRecord.to_attrs`), the export, report and dashboard view read it (:meth:`TrialRecord.from_trial`,
+:meth:`TrialRecord.row`). :class:`StudyRecord` does the same for the study's user attributes. No other module
+spells an attribute key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from objectives.objective import AccuracyResult
+
+PRIMARY, SIBLING = "primary", "sibling"
+# The system attr optuna-dashboard 0.21 reads for feasibility (a list); Optuna 5 keeps constraints elsewhere.
+LEGACY_CONSTRAINTS = "constraints"
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial's user attributes.
+
+    A *primary* trial evaluates a design point (its own radio and codec); a *sibling* is the same trained model
+    priced on another radio x codec (``parent`` = the primary's number). Fields a trial has not reached are None.
+
+    Attributes:
+        role, parent: primary or sibling, and the primary whose model it is.
+        radio, codec: the cost-only axes this trial is priced on (profile names).
+        accuracy_key: identifies the trained model (:meth:`objectives.design.DesignPoint.accuracy_key`).
+        feasible: every constraint holds (mAP and the node platform's memory).
+        mAP50, mAP50_95, mAP50_before_finetune, baseline_mAP50: accuracy (COCO AP) of the model and baseline.
+        constraint: Eq. 4 as (baseline - th) - mAP50, feasible when <= 0.
+        infeasible_reason: why a complete trial is infeasible ('' when feasible).
+        payload_bytes, raw_bytes: bytes sent (after the codec, header included) and before the codec.
+        node_macs, edge_macs: MACs on each side of the cut after pruning.
+        energy, latency: the cost breakdowns (mJ, ms) by part.
+        accuracy: everything measured for the model (:class:`AccuracyResult`), shared by its siblings.
+        fail_reason: why the trial failed (a trial that failed without one was interrupted).
+        duplicate_of: a pruned proposal's model was already on this radio and codec in that trial.
+    """
+
+    role: str = PRIMARY
+    parent: int | None = None
+    radio: str | None = None
+    codec: str | None = None
+    accuracy_key: str | None = None
+    feasible: bool | None = None
+    mAP50: float | None = None  # noqa: N815 - the export's column names
+    mAP50_95: float | None = None  # noqa: N815
+    mAP50_before_finetune: float | None = None  # noqa: N815
+    baseline_mAP50: float | None = None  # noqa: N815
+    constraint: float | None = None
+    infeasible_reason: str | None = None
+    payload_bytes: int | None = None
+    raw_bytes: int | None = None
+    node_macs: int | None = None
+    edge_macs: int | None = None
+    energy: dict[str, float] | None = None
+    latency: dict[str, float] | None = None
+    accuracy: AccuracyResult | None = None
+    fail_reason: str | None = None
+    duplicate_of: int | None = None
+    # not stored: filled from the frozen trial
+    number: int | None = field(default=None, compare=False)
+    state: TrialState | None = field(default=None, compare=False)
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The user attributes to store (JSON-able; unset fields are left out)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is None or f.name in ("number", "state"):
+                continue
+            out[f.name] = v.as_attrs() if isinstance(v, AccuracyResult) else v
+        return out
+
+    @classmethod
+    def from_trial(cls, t: optuna.trial.FrozenTrial) -> TrialRecord:
+        ua = t.user_attrs
+        names = {f.name for f in dataclasses.fields(cls)} - {"number", "state", "accuracy"}
+        kw: dict[str, Any] = {k: ua[k] for k in names if k in ua}
+        kw.setdefault("parent", t.number)
+        acc = ua.get("accuracy")
+        return cls(**kw, accuracy=AccuracyResult.from_attrs(acc) if acc else None, number=t.number, state=t.state)
+
+    @property
+    def is_primary(self) -> bool:
+        return self.role == PRIMARY
+
+    @property
+    def interrupted(self) -> bool:
+        """A trial that failed without a reason of its own: its process died (kill -9, a lost worker)."""
+        return self.state == TrialState.FAIL and not self.fail_reason
+
+    @property
+    def counts(self) -> bool:
+        """Counts towards ``study.n_trials``: a primary trial that completed or failed for a reason of its own."""
+        return self.is_primary and (self.state == TrialState.COMPLETE or (self.state == TrialState.FAIL
+                                                                          and not self.interrupted))
+
+    def row(self, t: optuna.trial.FrozenTrial, param_columns: tuple[str, ...]) -> dict[str, Any]:
+        """The flat export row of trial ``t``: parameters, objectives, accuracy, payload, cost breakdowns."""
+        r: dict[str, Any] = {"trial": t.number, "state": t.state.name, "role": self.role, "parent": self.parent}
+        for k in param_columns:
+            r[k] = t.params.get(k)
+        r["radio"] = self.radio if self.radio is not None else t.params.get("radio")
+        r["codec"] = self.codec if self.codec is not None else t.params.get("codec")
+        vals = t.values if t.values is not None else [math.nan, math.nan]
+        r["node_energy_mJ"], r["latency_ms"] = vals[0], vals[1]
+        for k in ("mAP50", "mAP50_95", "mAP50_before_finetune", "baseline_mAP50", "constraint", "feasible",
+                  "infeasible_reason", "payload_bytes", "raw_bytes", "node_macs", "edge_macs", "fail_reason"):
+            r[k] = getattr(self, k)
+        for group in ("energy", "latency"):
+            for k, v in (getattr(self, group) or {}).items():
+                r[f"{group}.{k}"] = v
+        acc = self.accuracy
+        r["cut_shape"] = "x".join(map(str, acc.cut_shape)) if acc and acc.cut_shape else None
+        r["entropy_bytes"] = acc.entropy_bytes if acc else None
+        r["finetune_seconds"] = acc.finetune_seconds if acc else None
+        return r
+
+
+def write(trial: optuna.Trial, record: TrialRecord) -> None:
+    """Store ``record`` on a running trial."""
+    for k, v in record.to_attrs().items():
+        trial.set_user_attr(k, v)
+
+
+def set_constraints(trial: optuna.Trial, constraints: dict[str, float]) -> None:
+    """Optuna 5's constraints (``trial.set_constraint``) and the legacy list optuna-dashboard 0.21 reads."""
+    for k, v in constraints.items():
+        trial.set_constraint(k, v)
+    # Optuna has no public setter for a running trial's system attrs (Trial.set_system_attr was removed); the
+    # dashboard's feasibility view needs this one list, so it is written through the trial's storage here only.
+    trial.storage.set_trial_system_attr(trial._trial_id, LEGACY_CONSTRAINTS, list(constraints.values()))
+
+
+def legacy_constraints(constraints: dict[str, float]) -> dict[str, Any]:
+    """System attrs that carry the legacy constraint list on a trial created with ``create_trial``."""
+    return {LEGACY_CONSTRAINTS: list(constraints.values())}
+
+
+@dataclass(frozen=True)
+class StudyRecord:
+    """The study's user attributes: its baseline, the settings its trials were measured with, and progress.
+
+    Attributes:
+        baseline_key: identifies the baseline checkpoint and the mAP settings ``baseline_mAP50`` holds for.
+        baseline_mAP50, baseline_mAP50_95: the unsplit baseline's accuracy on the validation set.
+        space: repr of the design space the study was created with.
+        accuracy_settings: repr of the data/model/train/eval settings the trials were measured with.
+        baselines_enqueued: the unpruned anchor points were queued once.
+    """
+
+    baseline_key: str | None = None
+    baseline_mAP50: float | None = None  # noqa: N815
+    baseline_mAP50_95: float | None = None  # noqa: N815
+    space: str | None = None
+    accuracy_settings: str | None = None
+    baselines_enqueued: bool | None = None
+
+    @classmethod
+    def of(cls, study: optuna.Study) -> StudyRecord:
+        ua = study.user_attrs
+        return cls(**{f.name: ua[f.name] for f in dataclasses.fields(cls) if f.name in ua})
+
+    def save(self, study: optuna.Study) -> None:
+        """Store every set field (fields left None keep what the study holds)."""
+        for f in dataclasses.fields(self):
+            v = getattr(self, f.name)
+            if v is not None:
+                study.set_user_attr(f.name, v)
+
+
+def records(study: optuna.Study, states: tuple[TrialState, ...] | None = None) -> list[TrialRecord]:
+    return [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False, states=states)]
+
+
+def count_primaries(study: optuna.Study) -> int:
+    """Primary trials that count towards ``study.n_trials`` (see :attr:`TrialRecord.counts`)."""
+    return sum(r.counts for r in records(study, (TrialState.COMPLETE, TrialState.FAIL)))

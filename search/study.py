@@ -1,0 +1,105 @@
+"""The study's life cycle: create or resume it, guard its settings, measure the baseline once, recover the
+trials of a run that died, queue the anchor points."""
+
+from __future__ import annotations
+
+import copy
+import logging
+
+import optuna
+from hydra.utils import instantiate
+from optuna.trial import TrialState
+
+from objectives.accuracy import evaluate_map
+from objectives.data.synthetic import ImageSet
+from search import record
+from search.config import RunConfig
+from search.profiles import ConfigError
+from search.record import StudyRecord
+from search.storage import RETRY
+
+log = logging.getLogger(__name__)
+OBJECTIVES = ("node_energy_mJ", "latency_ms")
+
+
+def make_sampler(rc: RunConfig) -> optuna.samplers.BaseSampler:
+    try:
+        sampler = instantiate(rc.study.sampler)
+    except Exception as e:  # noqa: BLE001 - hydra wraps import and argument errors alike
+        raise ConfigError(f"study.sampler._target_={rc.study.sampler.get('_target_')!r}: cannot build it "
+                          f"({' '.join(str(e).split())[:200]})") from None
+    if not isinstance(sampler, optuna.samplers.BaseSampler):
+        raise ConfigError(f"study.sampler._target_={rc.study.sampler.get('_target_')!r} is not an Optuna sampler")
+    return sampler
+
+
+def load(rc: RunConfig, storage: optuna.storages.BaseStorage, url: str) -> optuna.Study:
+    """An existing study (export and report modes)."""
+    try:
+        return optuna.load_study(study_name=rc.study.name, storage=storage)
+    except KeyError:
+        raise ConfigError(f"study.name={rc.study.name!r}: no such study in {url}") from None
+
+
+def open_study(rc: RunConfig, storage: optuna.storages.BaseStorage,
+               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
+    """Create or resume the study; warn when it was created with another space or measured with other settings."""
+    study = optuna.create_study(study_name=rc.study.name, storage=storage, sampler=sampler,
+                                directions=["minimize", "minimize"], load_if_exists=True)
+    study.set_metric_names(list(OBJECTIVES))
+    old = StudyRecord.of(study)
+    space = repr(rc.space)
+    measured_with = repr((rc.data, rc.model, rc.train, rc.eval))  # what an accuracy result depends on
+    if old.space not in (None, space):
+        log.warning("the space differs from the one this study was created with; old trials are kept")
+    if old.accuracy_settings not in (None, measured_with):
+        log.warning("data/model/train/eval settings differ from those this study's trials were measured with; old "
+                    "trials are kept and a repeated design point reuses their results - use a new study.name to "
+                    "measure again")
+    StudyRecord(space=space, accuracy_settings=measured_with).save(study)
+    return study
+
+
+def baseline_map(rc: RunConfig, study: optuna.Study, key: str, model, val: ImageSet, device) -> float:
+    """mAP@0.5 of the unsplit baseline, stored in the study so a resumed run reuses it."""
+    old = StudyRecord.of(study)
+    if old.baseline_key == key and old.baseline_mAP50 is not None:
+        return float(old.baseline_mAP50)
+    r = evaluate_map(model, val, model.cfg.head(), model.cfg.input_size, rc.eval.conf_threshold, rc.eval.nms_iou,
+                     device)
+    StudyRecord(baseline_key=key, baseline_mAP50=r.map50, baseline_mAP50_95=r.map50_95).save(study)
+    return r.map50
+
+
+def recover(study: optuna.Study, single_worker: bool) -> int:
+    """Fail the trials a killed run left RUNNING and queue their points again. Returns how many.
+
+    With ``single_worker`` this process owns the study, so every RUNNING trial is an orphan: it is failed now
+    (``study.tell``) and re-queued by the same callback the heartbeat path uses. Otherwise only trials whose
+    heartbeat is stale are failed (the storage's heartbeat settings), so a live worker's trial is never touched.
+    """
+    if not single_worker:
+        optuna.storages.fail_stale_trials(study)
+        return 0
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        study.tell(t.number, state=TrialState.FAIL)
+        failed = copy.deepcopy(t)
+        failed.state = TrialState.FAIL
+        if failed.params:
+            RETRY()(study, failed)
+        n += 1
+    return n
+
+
+def enqueue_once(study: optuna.Study, params: list[dict]) -> None:
+    """Queue the anchor points the first time a study runs (a resume does not queue them again)."""
+    if StudyRecord.of(study).baselines_enqueued:
+        return
+    for p in params:
+        study.enqueue_trial(p, skip_if_exists=True)
+    StudyRecord(baselines_enqueued=True).save(study)
+
+
+def primaries(study: optuna.Study) -> int:
+    return record.count_primaries(study)
