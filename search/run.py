@@ -68,6 +68,9 @@ def run(cfg: DictConfig | RunConfig) -> RunResult:
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial (and failure) comes from here instead
     studies = Path(rc.studies_dir)
     export_dir = studies / rc.study.name
+    if rc.mode == "optimize":  # checked before anything is created
+        sampler = lifecycle.make_sampler(rc)
+        device = resolve_device(rc.device)
     storage, url = make_storage(rc.storage, rc.study.name, studies)
     if rc.mode in ("export", "report"):
         study = lifecycle.load(rc, storage, url)
@@ -78,8 +81,6 @@ def run(cfg: DictConfig | RunConfig) -> RunResult:
                   flush=True)
         return RunResult(study, url, export_dir, StudyRecord.of(study).baseline_mAP50, lifecycle.primaries(study))
 
-    sampler = lifecycle.make_sampler(rc)
-    device = resolve_device(rc.device)
     cache_dir = studies / "cache"
     train, val, data_key = load_data(rc.data, cache_dir)
     base = train_baseline(model_config(rc, len(train.class_names)), train, data_key, rc.train.baseline, cache_dir,

@@ -49,9 +49,10 @@ def _rdb(url: str, cfg: StorageConfig, shown: str, **engine_kwargs) -> RDBStorag
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs or None, **beat)
     except ImportError as e:
-        raise ConfigError(f"storage={cfg.kind} needs a database driver that is not installed ({e.name or e}); for "
-                          "PostgreSQL: pip install 'psycopg[binary]' (SQLAlchemy maps postgresql:// to psycopg 3; "
-                          "postgresql+psycopg2:// uses psycopg2)") from None
+        driver = f" ({e.name})" if e.name else ""
+        raise ConfigError(f"storage={cfg.kind}: the database driver{driver} is not installed; for PostgreSQL: "
+                          "pip install 'psycopg[binary]' (SQLAlchemy maps postgresql:// to psycopg 3; a "
+                          "postgresql+psycopg2:// URL uses psycopg2)") from None
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError, RuntimeError) as e:
         # connection and corrupt-file errors carry the URL: print only its masked form and the error's first line
         first = " ".join(str(getattr(e, "orig", None) or e).splitlines()[0].split())[:160] if str(e) else ""

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -228,8 +227,3 @@ def load_coco(ann_json: Path, images_dir: Path, size: int) -> tuple[ImageSet, Lo
         log.warning("%s: %d of %d images have no annotation and count as background", ann_json, background, len(imgs))
     return (ImageSet(np.stack(images), labels, tuple(str(c.get("name", c["id"])) for c in cats)),
             LoadReport(len(imgs), int(sum(len(x) for x in labels)), background))
-
-
-def check_square_multiple(size: int) -> None:
-    if size < 32 or size % 32 or not math.isfinite(size):
-        raise DataError(f"data.size={size} must be a positive multiple of 32")

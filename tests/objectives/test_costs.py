@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import re
 from pathlib import Path
 
@@ -9,6 +8,7 @@ import pytest
 
 from objectives.costs import (
     CodecProfile,
+    CostBreakdown,
     EdgeProfile,
     LayerSpec,
     NodeWork,
@@ -179,21 +179,21 @@ def test_totals_hand_computed(radios):
     assert not bad.feasible and "RAM" in bad.reason
 
 
-def test_table1_ratios(radios):
-    edge = EdgeProfile("e", macs_per_s=1e12, overhead_ms=1)
-    none = CodecProfile("none", "none")
-    mk = lambda **k: evaluate_costs(NodeWork(**k), M7, edge, radios["wifi"], none)  # noqa: E731
-    all_edge = mk(j=0, node_macs=0, edge_macs=2_782_480_896, feature_values=0, raw_bytes=519_168,
-                  payload_bytes=519_192)
-    all_node = mk(j=6, node_macs=2_782_480_896, edge_macs=0, feature_values=0, raw_bytes=24, payload_bytes=48)
-    best = mk(j=4, node_macs=70_000_000, edge_macs=2_100_000_000, feature_values=676, raw_bytes=85,
-              payload_bytes=109)
+def test_table1_ratios():
+    """Hand-made breakdowns whose totals give the paper's Table I (with pruning): x5.74 / x17 energy saving and
+    x5.24 / x2.65 speed-up against all-in-edge / all-in-node."""
+    def cost(compute_mj, radio_mj, compute_ms, radio_ms, edge_ms):
+        return CostBreakdown("wifi", "none", "m7", compute_mj, 0.0, 0.0, radio_mj, compute_ms, 0.0, 0.0, radio_ms,
+                             0.0, edge_ms)
+
+    best = cost(1.5, 0.5, 6.0, 3.0, 1.0)            # 2.0 mJ, 10.0 ms
+    all_edge = cost(0.0, 11.48, 0.0, 50.0, 2.4)     # 11.48 mJ = 5.74 x 2.0; 52.4 ms = 5.24 x 10.0
+    all_node = cost(33.0, 1.0, 26.0, 0.5, 0.0)      # 34.0 mJ = 17 x 2.0; 26.5 ms = 2.65 x 10.0
     t = table1_ratios(best, all_edge, all_node)
-    assert t.energy_saving_vs_edge == pytest.approx(all_edge.node_energy_mj / best.node_energy_mj)
-    assert t.energy_saving_vs_node == pytest.approx(all_node.node_energy_mj / best.node_energy_mj)
-    assert t.speedup_vs_edge == pytest.approx(all_edge.latency_ms / best.latency_ms)
-    assert t.speedup_vs_node == pytest.approx(all_node.latency_ms / best.latency_ms)
-    assert t.energy_saving_vs_node > 1 and math.isfinite(t.speedup_vs_edge)
+    assert (t.energy_saving_vs_edge, t.energy_saving_vs_node) == (pytest.approx(5.74), pytest.approx(17.0))
+    assert (t.speedup_vs_edge, t.speedup_vs_node) == (pytest.approx(5.24), pytest.approx(2.65))
+    with pytest.raises(ValueError, match="positive energy and latency"):
+        table1_ratios(cost(0, 0, 0, 0, 0), all_edge, all_node)
 
 
 @pytest.mark.parametrize("kwargs,match", [

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from objectives.costs import EdgeProfile, ProcessorProfile
 from search.config import RunConfig
@@ -125,6 +126,8 @@ def test_postgres_url_missing_and_masked(tmp_path, monkeypatch):
     (["space.radios=[zigbee]"], "error: space.radios: 'zigbee' not in"),
     (["data=yolo"], "error: data.data_yaml is missing"),
     (["study.th=-1"], "error: study.th=-1.0 must be >= 0"),
+    pytest.param(["device=cuda"], "error: device='cuda' but no CUDA device is available", id="device=cuda",
+                 marks=pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")),
 ])
 def test_cli_exits_nonzero_with_one_line(args, match, tmp_path):
     p = subprocess.run([sys.executable, "-m", "search", *args, f"studies_dir={tmp_path}"], capture_output=True,
@@ -134,3 +137,45 @@ def test_cli_exits_nonzero_with_one_line(args, match, tmp_path):
     assert len(lines) == 1 and lines[0].startswith(match), p.stderr
     assert "Traceback" not in p.stderr + p.stdout
     assert not list(tmp_path.iterdir())  # nothing trained or created before the error
+
+
+def test_cli_corrupt_study_database_is_one_line_and_left_alone(tmp_path):
+    db = tmp_path / "quick.db"
+    db.write_bytes(b"not a database" * 100)
+    p = subprocess.run([sys.executable, "-m", "search", "study=quick", f"studies_dir={tmp_path}"], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2 and "Traceback" not in p.stderr + p.stdout
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines == [f"error: storage sqlite:///{db}: cannot open the study database (DatabaseError: file is not a "
+                     "database)"]
+    assert db.read_bytes() == b"not a database" * 100  # the user's file is never overwritten
+
+
+def test_postgres_without_driver_names_the_package(monkeypatch, tmp_path):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_psycopg(name, *args, **kw):
+        if name.startswith(("psycopg", "psycopg2")):
+            raise ImportError(f"No module named {name!r}", name=name)
+        return real_import(name, *args, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", no_psycopg)
+    rc = run_config_from_overrides(["storage=postgres", "storage.url=postgresql://u:sekret@127.0.0.1:1/x"])
+    with pytest.raises(ConfigError) as e:
+        make_storage(rc.storage, "s", tmp_path)
+    msg = str(e.value)
+    assert "pip install 'psycopg[binary]'" in msg and "None" not in msg and "sekret" not in msg
+
+
+@pytest.mark.parametrize("overrides,match", [
+    (["storage.heartbeat_interval=-1"], r"storage\.heartbeat_interval=-1 must be >= 0"),
+    (["storage.heartbeat_interval=10", "storage.grace_period=5"], r"storage\.grace_period=5 must exceed"),
+    (["~storage.url_env"], r"storage\.url_env: missing value"),
+    (["~train.finetune.seed"], r"train\.finetune\.seed: missing value"),
+])
+def test_every_default_comes_from_conf(overrides, match):
+    """The schemas have no Python defaults: a key removed from the YAML is an error naming it."""
+    with pytest.raises(ConfigError, match=match):
+        run_config_from_overrides(overrides)

@@ -106,6 +106,7 @@ def test_dashboard_sees_constraints_and_feasibility(quick_run):
         assert attrs["feasible"] in ("True", "False") and "mAP50" in attrs
 
 
+@pytest.mark.slow
 def test_resume_keeps_trials_and_counts_total(quick_run, tmp_path):
     studies = tmp_path / "studies"
     shutil.copytree(quick_run[0], studies)
@@ -134,6 +135,7 @@ def test_export_mode_rebuilds_without_training(quick_run, tmp_path):
     assert "feasible Pareto points" in p.stdout
 
 
+@pytest.mark.slow
 def test_kill_9_mid_trial_then_resume(tmp_path):
     studies = tmp_path / "studies"
     slow = ["train.finetune.steps=150", "study.n_trials=3"]

@@ -2,8 +2,11 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
+
 from search import measure_codecs, radio_table
-from search.profiles import CONF_DIR, load_profile
+from search.config import compose
+from search.profiles import CONF_DIR, ConfigError, load_profile
 
 
 def test_radio_table_covers_every_radio_and_size(capsys):
@@ -26,4 +29,11 @@ def test_measure_codecs_writes_loadable_profiles(tmp_path, capsys):
         shutil.copy(out / f"{name}_host.yaml", conf / "codec" / f"{name}_host.yaml")
         p = load_profile("codec", f"{name}_host", conf)
         assert p.compress_cycles_per_byte > 0 and "node_scale=5" in p.source
+        assert p.name == f"{name}_host" and p.codec == name  # the profile prices the library's algorithm
     assert "assumption" in capsys.readouterr().out
+    # a measured profile is usable by name in the space, next to the shipped one for the same algorithm
+    rc = compose(["space.codecs=[zlib,zlib_host]"], config_dir=conf)
+    assert rc.space.codecs == ["zlib", "zlib_host"]
+    (conf / "codec" / "bad.yaml").write_text("name: bad\ncodec: brotli\n")
+    with pytest.raises(ConfigError, match=r"codec='brotli' not in \['lzma', 'none', 'zlib', 'zstd'\]"):
+        compose(["space.codecs=[bad]"], config_dir=conf)

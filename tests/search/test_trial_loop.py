@@ -1,0 +1,179 @@
+"""The trial loop in process, with a stubbed accuracy evaluator (no training): siblings, duplicates, failures,
+recovery of interrupted trials, stop conditions and resume. Seconds in all; the subprocess tests in
+test_study.py run the same code with the real evaluator."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from models import TinyYOLOv3Config, cut_points
+from objectives.design import DesignPoint
+from objectives.fit import TrainingDiverged
+from objectives.objective import AccuracyResult
+from search import drivers, record
+from search import study as lifecycle
+from search.objective import Objective, Pricing, score
+from search.profiles import load_profile
+from search.record import TrialRecord
+from tests.helpers import conf
+
+TABLE = cut_points(TinyYOLOv3Config(num_classes=1, input_size=160))
+BASE_MAP = 0.9
+
+
+def fake_accuracy(point: DesignPoint) -> AccuracyResult:
+    """Deterministic numbers that depend on every accuracy-relevant axis (no training)."""
+    p = TABLE[point.j]
+    kept = max(1, round(p.channels * point.cut_keep)) if p.is_split else p.channels
+    values = kept * p.height * p.width if p.is_split else 0
+    raw = math.ceil(values * point.bits / 8) if p.is_split else (3 * 160 * 160 if point.j == 0 else 120)
+    m = 0.9 - (0.02 * (8 - point.bits) + 0.3 * (1 - point.cut_keep) if p.is_split else 0.0)
+    return AccuracyResult(
+        key=point.accuracy_key(TABLE), j=point.j, map50=m, map50_95=m / 2, map50_before_finetune=math.nan,
+        node_macs=p.node_macs, edge_macs=p.edge_macs, node_macs_per_layer={}, cut_shape=[kept, p.height, p.width],
+        feature_values=values, raw_bytes=raw, payload_mean_bytes={"none": raw + 24.0, "zlib": raw / 2 + 24.0},
+        payload_max_bytes={"none": raw + 24, "zlib": raw // 2 + 24}, entropy_bytes=raw / 3, best_codec="zlib",
+        weight_count=1000, peak_activation_values=1000)
+
+
+class Counting:
+    def __init__(self, fail_at_j: int | None = None) -> None:
+        self.calls: list[str] = []
+        self.fail_at_j = fail_at_j
+
+    def __call__(self, point: DesignPoint) -> AccuracyResult:
+        self.calls.append(point.accuracy_key(TABLE))
+        if point.j == self.fail_at_j:
+            raise TrainingDiverged(f"finetune j={point.j}: loss is nan at step 3 of 40")
+        return fake_accuracy(point)
+
+
+def setup(*overrides: str, evaluate=None, storage=None, seed: int = 0):
+    rc = conf("study=quick", f"study.seed={seed}", *overrides)
+    study = optuna.create_study(directions=["minimize", "minimize"], storage=storage, study_name="t",
+                                sampler=lifecycle.make_sampler(rc), load_if_exists=True)
+    pricing = Pricing(rc.platform.node, rc.platform.edge, {n: load_profile("radio", n) for n in rc.space.radios},
+                      {n: load_profile("codec", n) for n in rc.space.codecs}, rc.study.th, BASE_MAP)
+    ev = evaluate or Counting()
+    return rc, study, Objective(study, rc.space, TABLE, pricing, ev, ("none", "zlib")), ev
+
+
+def by_role(study):
+    recs = record.records(study, (TrialState.COMPLETE,))
+    return [r for r in recs if r.is_primary], [r for r in recs if not r.is_primary]
+
+
+def test_siblings_price_every_radio_and_codec_once_per_model():
+    rc, study, obj, ev = setup("study.n_trials=5")
+    done = drivers.sampler_loop(rc, study, obj)
+    prim, sib = by_role(study)
+    assert done == 5 == len(prim) == record.count_primaries(study)
+    combos = len(rc.space.radios) * len(rc.space.codecs)
+    assert len(sib) == 5 * (combos - 1)
+    assert sorted(ev.calls) == sorted({r.accuracy_key for r in prim})  # one evaluation per model
+    for p in prim:
+        family = [p, *(s for s in sib if s.parent == p.number)]
+        assert {(r.radio, r.codec) for r in family} == {(r, c) for r in rc.space.radios for c in rc.space.codecs}
+        for s in family:
+            assert s.accuracy_key == p.accuracy_key and s.accuracy == p.accuracy
+            t = study.trials[s.number]
+            want = score(p.accuracy, s.radio, s.codec, obj.pricing)
+            assert tuple(t.values) == want.values and {k: t.constraints[k] for k in want.constraints} == want.constraints
+            assert s.feasible == (p.accuracy.map50 >= BASE_MAP - rc.study.th)
+
+
+def test_duplicate_proposals_are_pruned_not_counted_and_stop_the_loop(capsys):
+    rc, study, obj, ev = setup("space.partitions=[0]", "space.radios=[ble5]", "space.codecs=[none]",
+                               "study.n_trials=5", "study.max_duplicates=3")
+    assert drivers.sampler_loop(rc, study, obj) == 1
+    pruned = study.get_trials(states=(TrialState.PRUNED,))
+    first = by_role(study)[0][0]
+    assert len(pruned) == 3 and all(TrialRecord.from_trial(t).duplicate_of == first.number for t in pruned)
+    assert ev.calls == ["j=0"]
+    assert "3 already-evaluated points in a row" in capsys.readouterr().out
+
+
+def test_a_failed_trial_counts_and_the_study_goes_on(capsys):
+    rc, study, obj, ev = setup("space.partitions=[0,3]", "study.n_trials=4", evaluate=Counting(fail_at_j=3))
+    drivers.sampler_loop(rc, study, obj)
+    failed = [TrialRecord.from_trial(t) for t in study.get_trials(states=(TrialState.FAIL,))]
+    assert failed and all("loss is nan" in r.fail_reason and not r.interrupted and r.counts for r in failed)
+    assert record.count_primaries(study) == 4 == len(failed) + len(by_role(study)[0])
+    assert "failed: finetune j=3: loss is nan" in capsys.readouterr().out
+
+
+def test_n_trials_is_the_study_total_and_resume_reuses_measured_models():
+    rc, study, obj, ev = setup("study.n_trials=3")
+    drivers.sampler_loop(rc, study, obj)
+    n_before = len(study.trials)
+    assert drivers.sampler_loop(rc, study, obj) == 3 and len(study.trials) == n_before  # nothing more to do
+    keys = {r.accuracy_key for r in by_role(study)[0]}
+    rc4 = replace(rc, study=replace(rc.study, n_trials=4))
+    again = Objective(study, rc.space, TABLE, obj.pricing, Counting(), ("none", "zlib"))  # a resumed run
+    assert set(again.cache) == keys  # the measured models are known without evaluating them again
+    assert drivers.sampler_loop(rc4, study, again) == 4
+    assert all(k not in keys for k in again.evaluate.calls)
+
+
+def test_timeout_stops_after_the_running_trial(capsys):
+    rc, study, obj, _ = setup("study.n_trials=10", "study.timeout_min=1e-9")
+    assert drivers.sampler_loop(rc, study, obj) == 1
+    assert "study.timeout_min=1e-09 reached; re-run to continue" in capsys.readouterr().out
+
+
+def _running_trial(study, rc, params):
+    """A RUNNING trial with ``params``, as a worker that died mid-trial leaves it."""
+    from search.space import distributions_of
+
+    study.enqueue_trial(params)
+    t = study.ask(fixed_distributions=distributions_of(params, rc.space, TABLE))
+    assert t.params == params
+    return t
+
+
+PARAMS = {"j": 3, "bits": 2, "keep_cut": 0.5, "keep_L0": 1.0, "keep_L2": 1.0, "codec": "zlib", "radio": "wifi"}
+
+
+def test_single_worker_recovery_retries_the_interrupted_point(tmp_path):
+    rc, study, obj, ev = setup("study.n_trials=2", storage=f"sqlite:///{tmp_path / 's.db'}")
+    orphan = _running_trial(study, rc, PARAMS)
+    assert lifecycle.recover(study, single_worker=True) == 1
+    r = TrialRecord.from_trial(study.trials[orphan.number])
+    assert r.state == TrialState.FAIL and r.interrupted and not r.counts
+    waiting = study.get_trials(states=(TrialState.WAITING,))
+    assert [t.params for t in waiting] == [PARAMS]
+    assert drivers.sampler_loop(rc, study, obj) == 2
+    prim = by_role(study)[0]
+    assert prim[0].number == waiting[0].number and study.trials[prim[0].number].params == PARAMS  # run first
+    assert lifecycle.recover(study, single_worker=True) == 0
+
+
+def test_recovery_without_single_worker_never_touches_a_live_workers_trial(tmp_path):
+    rc, study, _, _ = setup(storage=f"sqlite:///{tmp_path / 's.db'}")
+    live = _running_trial(study, rc, PARAMS)
+    assert lifecycle.recover(study, single_worker=False) == 0
+    assert study.trials[live.number].state == TrialState.RUNNING
+
+
+@pytest.mark.parametrize("protocol_overrides", [["study=paper", "study.name=t", "study.paper_channels=[1,4]",
+                                                 "study.paper_ratios=[0.5]", "space.partitions=[0,2,3,6]"]])
+def test_paper_protocol_grid_runs_each_point_once(protocol_overrides):
+    rc = conf(*protocol_overrides, "study.th=0.6")
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=lifecycle.make_sampler(rc))
+    pricing = Pricing(rc.platform.node, rc.platform.edge, {n: load_profile("radio", n) for n in rc.space.radios},
+                      {n: load_profile("codec", n) for n in rc.space.codecs}, rc.study.th, BASE_MAP)
+    ev = Counting()
+    obj = Objective(study, rc.space, TABLE, pricing, ev, ("zlib",))
+    drivers.paper_protocol(rc, study, obj, TABLE, BASE_MAP)
+    prim = by_role(study)[0]
+    # step 1: j=0, j=6, unpruned j=2 and j=3, and 1 and 4 channels at each: 2 + 2 + 4; step 2: 1 ratio at j=2, 3
+    assert len(prim) == 10 and len(ev.calls) == len(set(ev.calls)) == 10
+    step2 = [r for r in prim if any(k.startswith("keep_L") and v < 1 for k, v in study.trials[r.number].params.items())]
+    assert {r.accuracy.j for r in step2} == {2, 3}
+    drivers.paper_protocol(rc, study, obj, TABLE, BASE_MAP)  # resumable: nothing runs twice
+    assert len(by_role(study)[0]) == 10
