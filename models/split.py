@@ -77,6 +77,16 @@ class CutPoint:
         """A feature map crosses (1 <= j <= 5): the cut is quantized and may be pruned."""
         return self.conv is not None
 
+    @property
+    def sends_image(self) -> bool:
+        """Nothing runs on the node (j=0): it sends the 8-bit image."""
+        return self.layer < 0
+
+    @property
+    def sends_detections(self) -> bool:
+        """Everything runs on the node (j=6): it sends the decoded detections."""
+        return self.layer >= 0 and self.conv is None
+
 
 class CutTable(tuple):
     """The cut points of one model configuration, indexed by j (``table[j]``), plus the unpruned output
@@ -285,7 +295,7 @@ def split(model: TinyYOLOv3, j: int, bits: int = 8, interface: bool = True, copy
         copy_model: deep-copy the model first so pruning and fine-tuning never touch the baseline.
 
     Returns:
-        The split model; its interface still needs :meth:`SplitModel.calibrate` for 1 <= j <= 5.
+        The split model; its interface still needs :meth:`SplitModel.calibrate` where a feature map is cut.
     """
     check_partition(j)
     src = copy.deepcopy(model) if copy_model else model
@@ -295,9 +305,10 @@ def split(model: TinyYOLOv3, j: int, bits: int = 8, interface: bool = True, copy
     layers = dict(enumerate(src.layers))
     node = NodePart({i: m for i, m in layers.items() if i <= cut}, cut)
     edge = EdgePart({i: m for i, m in layers.items() if i > cut}, cut)
-    if j == 0:
+    cut_point = cut_points(src.cfg)[j]
+    if cut_point.sends_image:
         iface: QuantInterface | None = ImageInterface(enabled=interface)
-    elif j == len(PARTITION_LAYERS) - 1:
+    elif cut_point.sends_detections:
         iface = None
     else:
         iface = QuantInterface(bits=bits, enabled=interface, recon=recon)

@@ -77,7 +77,7 @@ def payload_stats(split_model: SplitModel, data: ImageSet, codecs: tuple[str, ..
     raw = 0
     seen = 0
     for imgs, _ in Batches(data, batch_size, device=device):
-        if split_model.j == 6:
+        if split_model.cut_point.sends_detections:
             if head is None:
                 raise ValueError("payload_stats at j=6 needs the head config to decode detections")
             dets = postprocess(decode_heads(split_model.node(imgs), head), conf_threshold, nms_iou)

@@ -126,7 +126,7 @@ def evaluate_accuracy(point: DesignPoint, baseline: TinyYOLOv3, train: ImageSet,
     weights = sum(p.numel() for p in sm.node.parameters())
     edge_ms = None
     if s.measure_edge:
-        example = sm.node(calib[:1]) if point.j < len(table) - 1 else None
+        example = None if sm.cut_point.sends_detections else sm.node(calib[:1])
         edge_ms = time_edge_ms(sm.edge.to(device), sm.interface(example).to(device)) if example is not None else 0.0
     return AccuracyResult(
         key=point.accuracy_key(table), j=point.j, map50=r.map50, map50_95=r.map50_95,

@@ -37,6 +37,7 @@ def test_cut_point_metadata_without_running(darknet):
     assert [pts[j].earlier_convs for j in PARTITIONS] == [(), (), (0,), (0, 2), (0, 2, 4), (0, 2, 4, 6), ()]
     assert [pts[j].stride for j in PARTITIONS] == [1, 2, 4, 8, 16, 16, 16]
     assert [pts[j].is_split for j in PARTITIONS] == [False, True, True, True, True, True, False]
+    assert [j for j in PARTITIONS if pts[j].sends_image] == [0] and [j for j in PARTITIONS if pts[j].sends_detections] == [6]
     table = cut_points(darknet.cfg)
     assert table.conv_channels == {0: 16, 2: 32, 4: 64, 6: 128, 8: 256}
     assert table.earlier_convs == (0, 2, 4, 6) and table.prunable_convs == (0, 2, 4, 6, 8)
