@@ -1,12 +1,17 @@
 """`python -m search study=energy_latency`: the Hydra entry point, and the one place that turns an expected error
-(bad configuration, bad data, an unavailable device, an unreadable study database) into one line and exit 2.
-Only this file knows Hydra's runtime."""
+(bad configuration, bad data, an unavailable device, an unreadable or unreachable study database) into one line
+and exit 2. An unexpected error prints its traceback with any storage password masked, and exits 1 (Hydra's
+own error line, which would print the overrides and so a password on the command line, never runs). Only this
+file knows Hydra's runtime."""
 
 from __future__ import annotations
 
+import os
 import sys
+import traceback
 
 import hydra
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
@@ -23,15 +28,44 @@ def one_line(e: BaseException) -> str:
     return " ".join(str(e).split())
 
 
+def secrets(cfg: DictConfig) -> list[str]:
+    """Passwords of the storage URL (from the config or its environment variable), to mask in any output."""
+    from sqlalchemy.engine import make_url
+
+    out = []
+    storage = cfg.get("storage") or {}
+    for url in (storage.get("url"), os.environ.get(str(storage.get("url_env") or ""))):
+        try:
+            pw = make_url(str(url)).password if url else None
+        except Exception:  # noqa: BLE001 - not a URL: nothing to mask in it
+            pw = None
+        if pw:
+            out.append(str(pw))
+    return out
+
+
+def masked(text: str, hidden: list[str]) -> str:
+    for s in hidden:
+        text = text.replace(s, "***")
+    return text
+
+
 @hydra.main(version_base=None, config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     from search.run import run
 
+    hidden = secrets(cfg)
     try:
-        run(cfg)
+        run(cfg, overrides=list(HydraConfig.get().overrides.task))
     except (*EXPECTED, OmegaConfBaseException) as e:
-        print(f"error: {one_line(e)}", file=sys.stderr)
+        print(f"error: {masked(one_line(e), hidden)}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        sys.exit(130)
+    except Exception:  # noqa: BLE001 - a bug: its traceback, with the password masked
+        print(masked(traceback.format_exc(), hidden), file=sys.stderr, end="")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -149,19 +149,26 @@ class DataConfig:
 class StorageConfig:
     """``kind``: sqlite (``studies/<study>.db``), journal (``studies/<study>.log``) or postgres (``url`` or the
     environment variable named by ``url_env``). ``heartbeat_interval`` (seconds, 0 = off) and ``grace_period``
-    make a worker that died mid-trial detectable: its trial is failed and queued again by a live worker."""
+    make a worker that died mid-trial detectable: its trial is failed and queued again by a live worker.
+    ``claim_delay_s``: see :mod:`search.claims`; ``retry_minutes``: how long a worker retries an unreachable
+    storage before it exits."""
 
     kind: str
     url: Optional[str]  # noqa: UP045
     url_env: str
     heartbeat_interval: int
     grace_period: int
+    claim_delay_s: float
+    retry_minutes: float
 
     def __post_init__(self) -> None:
         if self.kind not in ("sqlite", "journal", "postgres"):
             raise ConfigError(f"storage.kind={self.kind!r} not in ['sqlite', 'journal', 'postgres']")
         if self.heartbeat_interval < 0:
             raise ConfigError(f"storage.heartbeat_interval={self.heartbeat_interval} must be >= 0 (0: off)")
+        if self.claim_delay_s < 0 or self.retry_minutes < 0:
+            raise ConfigError(f"storage.claim_delay_s={self.claim_delay_s} and storage.retry_minutes="
+                              f"{self.retry_minutes} must be >= 0")
         if self.heartbeat_interval and self.grace_period <= self.heartbeat_interval:
             raise ConfigError(f"storage.grace_period={self.grace_period} must exceed storage.heartbeat_interval="
                               f"{self.heartbeat_interval}")
@@ -184,11 +191,14 @@ class RunConfig:
     storage: StorageConfig
     platform: PlatformConfig
     mode: str
+    workers: int
     device: str
     studies_dir: str
     progress: bool
 
     def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ConfigError(f"workers={self.workers} must be >= 1")
         if self.mode not in MODES:
             raise ConfigError(f"mode={self.mode!r} not in {list(MODES)}")
         if self.device != "auto" and not (self.device == "cpu" or self.device.startswith("cuda")):
@@ -197,7 +207,7 @@ class RunConfig:
 
 _SECTIONS = {"study": StudyConfig, "space": SpaceConfig, "data": DataConfig, "model": ModelConfig,
              "train": TrainSettings, "eval": EvalConfig, "storage": StorageConfig}
-_SCALARS = {"mode": str, "device": str, "studies_dir": str, "progress": bool}
+_SCALARS = {"mode": str, "workers": int, "device": str, "studies_dir": str, "progress": bool}
 
 
 def load_run_config(cfg: DictConfig | dict[str, Any], conf_dir: Path = CONF_DIR) -> RunConfig:

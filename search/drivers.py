@@ -5,6 +5,7 @@ a stop callback, and count model evaluations the same way (:func:`search.record.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import optuna
 from optuna.trial import TrialState
@@ -22,23 +23,39 @@ from search.space import baseline_points, params_of
 
 class StopWhen:
     """``study.optimize`` callback that calls ``study.stop()`` (like Optuna's ``MaxTrialsCallback``) when the
-    study holds ``n_trials`` counted primaries, when ``timeout_min`` has passed, or after ``max_duplicates``
-    duplicate proposals in a row; :attr:`reason` says which, for the run's summary."""
+    study holds ``n_trials`` counted primaries (with other workers: counted plus running, which those workers
+    finish), when ``timeout_min`` has passed, or after ``max_duplicates`` duplicate proposals in a row;
+    :attr:`reason` says which, for the run's summary."""
 
-    def __init__(self, n_trials: int, timeout_min: float, max_duplicates: int, bar: tqdm | None = None) -> None:
+    def __init__(self, n_trials: int, timeout_min: float, max_duplicates: int, bar: tqdm | None = None,
+                 reap: Callable[[optuna.Study], object] | None = None, poll_s: float = 2.0) -> None:
         self.n_trials, self.timeout_min, self.max_duplicates, self.bar = n_trials, timeout_min, max_duplicates, bar
+        self.reap, self.poll_s = reap, poll_s
         self.t0 = time.time()
         self.duplicates = 0
         self.done = 0
         self.reason = ""
 
+    def _progress(self, study: optuna.Study) -> tuple[int, int, int]:
+        recs = record.records(study, (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING))
+        done = sum(r.counts for r in recs)
+        running = sum(1 for r in recs if r.state == TrialState.RUNNING and r.is_primary)
+        waiting = sum(1 for r in recs if r.state == TrialState.WAITING)
+        return done, running, waiting
+
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        self.done = record.count_primaries(study)
+        self.done, running, waiting = self._progress(study)
+        # other workers' trials make the total: wait for them, or for one to go stale and come back as a retry
+        while self.reap is not None and running and not waiting and self.done < self.n_trials <= self.done + running:
+            time.sleep(self.poll_s)
+            self.reap(study)
+            self.done, running, waiting = self._progress(study)
         if self.bar is not None:
             self.bar.n = min(self.done, self.n_trials)
             self.bar.refresh()
-        self.duplicates = self.duplicates + 1 if trial.state == TrialState.PRUNED else 0
-        if self.done >= self.n_trials:
+        skipped = TrialRecord.from_trial(trial).skipped
+        self.duplicates = self.duplicates + 1 if trial.state == TrialState.PRUNED and not skipped else 0
+        if self.done + running >= self.n_trials or skipped:
             self.reason = "done"
         elif self.duplicates >= self.max_duplicates:
             self.reason = (f"the sampler proposed {self.duplicates} already-evaluated points in a row: the study has "
@@ -56,13 +73,16 @@ def _optimize(study: optuna.Study, objective: Objective, stop: StopWhen) -> None
 
 
 def sampler_loop(rc: RunConfig, study: optuna.Study, objective: Objective) -> int:
-    """Sample primary trials until the study holds ``study.n_trials`` of them (or a stop condition)."""
+    """Sample primary trials until the study holds ``study.n_trials`` of them (or a stop condition). Shared with
+    other workers, a worker whose remaining trials are all running elsewhere waits for them (and runs the retry
+    of any whose worker died) rather than exit early."""
     done = record.count_primaries(study)
     if done >= rc.study.n_trials:
         return done
     bar = tqdm(total=rc.study.n_trials, initial=done, desc=f"study {rc.study.name}", unit="trial",
                disable=not rc.progress)
-    stop = StopWhen(rc.study.n_trials, rc.study.timeout_min, rc.study.max_duplicates, bar)
+    stop = StopWhen(rc.study.n_trials, rc.study.timeout_min, rc.study.max_duplicates, bar,
+                    reap=objective.reap if objective.shared and rc.storage.heartbeat_interval else None)
     try:
         _optimize(study, objective, stop)
     finally:

@@ -5,8 +5,12 @@ Computing the rows (tested) is kept apart from drawing them (thin).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +50,36 @@ def export_all(study: optuna.Study, out_dir: Path, param_columns: tuple[str, ...
     out_dir.mkdir(parents=True, exist_ok=True)
     all_rows, pareto = study_frames(study, param_columns)
     paths = {name: out_dir / name for name in ("trials.csv", "pareto.csv", "pareto.json", "pareto.html")}
-    all_rows.to_csv(paths["trials.csv"], index=False)
-    pareto.to_csv(paths["pareto.csv"], index=False)
+    with atomic(paths["trials.csv"]) as tmp:
+        all_rows.to_csv(tmp, index=False)
+    with atomic(paths["pareto.csv"]) as tmp:
+        pareto.to_csv(tmp, index=False)
     records = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
                for r in pareto.to_dict(orient="records")]
     meta = {"study": study.study_name, "objectives": ["node_energy_mJ", "latency_ms"],
             "baseline_mAP50": StudyRecord.of(study).baseline_mAP50, "points": records}
-    paths["pareto.json"].write_text(json.dumps(meta, indent=1, default=_json_default))
-    pareto_figure(all_rows, pareto, study.study_name).write_html(paths["pareto.html"], include_plotlyjs=True,
-                                                                 full_html=True)
+    with atomic(paths["pareto.json"]) as tmp:
+        tmp.write_text(json.dumps(meta, indent=1, default=_json_default))
+    with atomic(paths["pareto.html"]) as tmp:
+        pareto_figure(all_rows, pareto, study.study_name).write_html(tmp, include_plotlyjs=True, full_html=True)
     return paths
+
+
+@contextlib.contextmanager
+def atomic(path: Path) -> Iterator[Path]:
+    """Write ``path`` through a temporary file beside it and rename it into place, so a reader (or another
+    worker writing the same export) never sees a half-written file."""
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # what a plain open() would have created
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 SYMBOLS = {0: "square", 1: "circle", 2: "diamond", 3: "cross", 4: "x", 5: "triangle-up", 6: "star"}

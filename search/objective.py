@@ -8,6 +8,7 @@ result (:func:`score`).
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable
@@ -27,8 +28,18 @@ from search import record
 from search.config import SpaceConfig
 from search.record import SIBLING, TrialRecord
 from search.space import distributions_of, suggest
+from search.workers import AttrHeartbeat, Claims, surplus
 
 Evaluate = Callable[[DesignPoint], AccuracyResult]
+
+
+@dataclass(frozen=True)
+class Shared:
+    """How this objective shares its study with other workers (None: it owns the study alone)."""
+
+    claims: Claims
+    liveness: AttrHeartbeat | None  # None where the storage has Optuna's heartbeats
+    n_trials: int | None  # the study's total (None: a driver that decides it, the paper grid)
 
 
 @dataclass(frozen=True)
@@ -80,15 +91,27 @@ class Objective:
     """
 
     def __init__(self, study: optuna.Study, space: SpaceConfig, table: CutTable, pricing: Pricing,
-                 evaluate: Evaluate, codec_algorithms: tuple[str, ...]) -> None:
+                 evaluate: Evaluate, codec_algorithms: tuple[str, ...], shared: Shared | None = None) -> None:
         self.space, self.table, self.pricing, self.evaluate = space, table, pricing, evaluate
+        self.algorithms, self.shared = codec_algorithms, shared
         self.cache: dict[str, AccuracyResult] = {}
         self.evaluated: dict[tuple[str, str, str], int] = {}
         self.trial_seconds: list[float] = []
         self.sibling_seconds = 0.0
+        self.refresh(study)
+
+    def reap(self, study: optuna.Study) -> None:
+        """Fail and re-queue the trials of dead workers (heartbeats: Optuna's, or this storage's attr)."""
+        if self.shared and self.shared.liveness:
+            self.shared.liveness.reap(study)
+        else:
+            optuna.storages.fail_stale_trials(study)  # a no-op where the storage has no heartbeats
+
+    def refresh(self, study: optuna.Study) -> None:
+        """Learn the complete trials' models and (model, radio, codec) from the study (other workers' too)."""
         for r in record.records(study, (TrialState.COMPLETE,)):
             self._remember(r)
-            if r.accuracy and set(codec_algorithms) <= set(r.accuracy.payload_mean_bytes):
+            if r.accuracy and set(self.algorithms) <= set(r.accuracy.payload_mean_bytes):
                 self.cache.setdefault(r.accuracy.key, r.accuracy)
 
     def _remember(self, r: TrialRecord) -> None:
@@ -105,15 +128,29 @@ class Objective:
     # ------------------------------------------------------------------------------------------ a trial
     def __call__(self, trial: optuna.Trial) -> tuple[float, float]:
         t0 = time.time()
+        beating = (self.shared.liveness.beating(trial) if self.shared and self.shared.liveness
+                   else contextlib.nullcontext())
         try:
-            return self._objective(trial)
+            with beating:
+                return self._objective(trial)
         finally:
             self.trial_seconds.append(time.time() - t0)
 
     def _objective(self, trial: optuna.Trial) -> tuple[float, float]:
         point = suggest(trial, self.space, self.table)
         record.write(trial, TrialRecord(radio=point.radio, codec=point.codec))
-        dup = self.evaluated.get((point.accuracy_key(self.table), point.radio, point.codec))
+        key = point.accuracy_key(self.table)
+        sh = self.shared
+        if sh:  # other workers: learn what they finished, and stop at the study's total
+            if sh.liveness:  # (Optuna reaps heartbeat storages itself before each trial)
+                sh.liveness.reap(trial.study)
+            self.refresh(trial.study)
+            if sh.n_trials and surplus(trial.study, trial.number, sh.n_trials):
+                record.write(trial, TrialRecord(skipped="the study's n_trials is reached by running trials"))
+                raise optuna.TrialPruned("study total reached")
+        dup = self.evaluated.get((key, point.radio, point.codec))
+        if dup is None and sh and key not in self.cache:
+            dup = sh.claims.claim(trial.study, trial, key)  # another worker trains (or trained) this model
         if dup is not None:
             # the same model on the same radio and codec is already in the study (as a trial or a sibling)
             record.write(trial, TrialRecord(duplicate_of=dup))
@@ -147,6 +184,8 @@ class Objective:
         r = TrialRecord.from_trial(trial)
         if trial.state != TrialState.COMPLETE or not r.is_primary or r.accuracy is None:
             return 0
+        if self.shared:
+            self.refresh(study)  # siblings another worker added meanwhile
         self._remember(r)
         t0 = time.time()
         base = {k: v for k, v in trial.params.items() if k not in ("codec", "radio")}

@@ -43,7 +43,11 @@ class TrialRecord:
         energy, latency: the cost breakdowns (mJ, ms) by part.
         accuracy: everything measured for the model (:class:`AccuracyResult`), shared by its siblings.
         fail_reason: why the trial failed (a trial that failed without one was interrupted).
-        duplicate_of: a pruned proposal's model was already on this radio and codec in that trial.
+        duplicate_of: a pruned proposal's model was already in the study (or being trained) in that trial.
+        training: this trial won the claim on its accuracy key and trains the model (several workers).
+        skipped: why a proposal was pruned without a duplicate (the study's total reached by running trials).
+        worker: host:pid of the process that ran the trial.
+        heartbeat: last sign of life (unix time) where the storage has no heartbeats of its own (journal).
     """
 
     role: str = PRIMARY
@@ -67,6 +71,10 @@ class TrialRecord:
     accuracy: AccuracyResult | None = None
     fail_reason: str | None = None
     duplicate_of: int | None = None
+    training: bool | None = None
+    skipped: str | None = None
+    worker: str | None = None
+    heartbeat: float | None = None
     # not stored: filled from the frozen trial
     number: int | None = field(default=None, compare=False)
     state: TrialState | None = field(default=None, compare=False)
@@ -104,6 +112,11 @@ class TrialRecord:
         """Counts towards ``study.n_trials``: a primary trial that completed or failed for a reason of its own."""
         return self.is_primary and (self.state == TrialState.COMPLETE or (self.state == TrialState.FAIL
                                                                           and not self.interrupted))
+
+    def for_retry(self) -> dict[str, Any]:
+        """The user attrs a re-queued copy of this trial starts with: what it is, not how its run went."""
+        return TrialRecord(role=self.role, parent=self.parent if self.role != PRIMARY else None, radio=self.radio,
+                           codec=self.codec).to_attrs()
 
     def row(self, t: optuna.trial.FrozenTrial, param_columns: tuple[str, ...]) -> dict[str, Any]:
         """The flat export row of trial ``t``: parameters, objectives, accuracy, payload, cost breakdowns."""
@@ -157,6 +170,7 @@ class StudyRecord:
         space: repr of the design space the study was created with.
         accuracy_settings: repr of the data/model/train/eval settings the trials were measured with.
         baselines_enqueued: the unpruned anchor points were queued once.
+        workers_joined: how many workers joined the study while another one was running (their seeds differ).
     """
 
     baseline_key: str | None = None
@@ -165,6 +179,7 @@ class StudyRecord:
     space: str | None = None
     accuracy_settings: str | None = None
     baselines_enqueued: bool | None = None
+    workers_joined: int | None = None
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyRecord:
@@ -180,6 +195,7 @@ class StudyRecord:
 
 
 def records(study: optuna.Study, states: tuple[TrialState, ...] | None = None) -> list[TrialRecord]:
+    """The records of the study's trials in ``states`` (all when None), read in one storage call."""
     return [TrialRecord.from_trial(t) for t in study.get_trials(deepcopy=False, states=states)]
 
 

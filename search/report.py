@@ -23,7 +23,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from search.export import study_frames
+from search.export import atomic, study_frames
 
 PAPER_TABLE1 = {  # Saqib et al., Table I
     "without pruning": {"energy_saving_vs_edge": 1.26, "energy_saving_vs_node": 3.8, "speedup_vs_edge": 2.05,
@@ -231,5 +231,6 @@ def write_report(study: optuna.Study, out_dir: Path, param_columns: tuple[str, .
             " table.t td,table.t th{border-bottom:1px solid #ddd;padding:4px 8px;text-align:left}</style></head><body>"
             + "\n".join(parts) + "</body></html>")
     path = out_dir / "report.html"
-    path.write_text(page)
+    with atomic(path) as tmp:
+        tmp.write_text(page)
     return path

@@ -12,6 +12,7 @@ evaluations. Exports and the report read the records back.
 
 from __future__ import annotations
 
+import os
 import resource
 import time
 import warnings
@@ -30,12 +31,13 @@ from search import study as lifecycle
 from search.config import RunConfig, load_run_config
 from search.data import load_data
 from search.export import export_all, print_summary
-from search.objective import Objective, Pricing
-from search.profiles import load_profile
+from search.objective import Objective, Pricing, Shared
+from search.profiles import ConfigError, load_profile
 from search.record import StudyRecord
 from search.report import write_report
 from search.space import baseline_points, param_columns, params_of
 from search.storage import make_storage
+from search.workers import WORKER_ENV, AttrHeartbeat, Claims, launch
 
 
 @dataclass
@@ -60,10 +62,53 @@ def _export(rc: RunConfig, study: optuna.Study, export_dir: Path) -> None:
     print_summary(study, columns)
 
 
-def run(cfg: DictConfig | RunConfig) -> RunResult:
-    """Run (or resume) the study described by ``cfg`` and write its exports."""
+def drive(rc: RunConfig, study: optuna.Study, objective: Objective, table, base_map: float) -> int:
+    if rc.study.protocol == "paper":
+        return drivers.paper_protocol(rc, study, objective, table, base_map)
+    return drivers.sampler_loop(rc, study, objective)
+
+
+def with_storage_retries(rc: RunConfig, url: str, fn):
+    """Call ``fn``; while the storage is unreachable, retry with back-off (1, 2, 4 ... 30 s) for
+    ``storage.retry_minutes``, then give up with one line (the trial that was running is failed by its stale
+    heartbeat and queued again by the next worker)."""
+    from sqlalchemy.exc import DBAPIError
+
+    def storage_error(e: BaseException | None) -> BaseException | None:
+        # Optuna's _run_trial can turn a failed storage call into an UnboundLocalError: follow the chain
+        seen = set()
+        while e is not None and id(e) not in seen:
+            if isinstance(e, (DBAPIError, optuna.exceptions.StorageInternalError)):
+                return e
+            seen.add(id(e))
+            e = e.__cause__ or e.__context__
+        return None
+
+    deadline, wait = None, 1.0
+    while True:
+        try:
+            return fn()
+        except Exception as err:  # noqa: BLE001 - re-raised unless the storage is behind it
+            e = storage_error(err)
+            if e is None:
+                raise
+            now = time.time()
+            deadline = deadline or now + rc.storage.retry_minutes * 60
+            if now >= deadline:
+                raise ConfigError(f"storage {url}: unreachable for storage.retry_minutes={rc.storage.retry_minutes}; "
+                                  f"giving up ({type(e).__name__})") from None
+            print(f"storage {url} unreachable ({type(e).__name__}); retrying in {wait:.0f} s", flush=True)
+            time.sleep(min(wait, max(0.0, deadline - now)))
+            wait = min(wait * 2, 30.0)
+
+
+def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunResult:
+    """Run (or resume) the study described by ``cfg`` and write its exports. ``overrides``: the command line's,
+    for the worker processes of ``workers=N``."""
     t_start = time.time()
     rc = cfg if isinstance(cfg, RunConfig) else load_run_config(cfg)
+    if rc.workers > 1 and rc.study.single_worker:
+        raise ConfigError(f"study.single_worker=true contradicts workers={rc.workers}: set study.single_worker=false")
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial (and failure) comes from here instead
     studies = Path(rc.studies_dir)
@@ -97,21 +142,33 @@ def run(cfg: DictConfig | RunConfig) -> RunResult:
     settings = EvalSettings(rc.eval, rc.model, rc.train, algorithms, rc.platform.edge.measured, rc.progress)
     pricing = Pricing(rc.platform.node, rc.platform.edge, {n: load_profile("radio", n) for n in rc.space.radios},
                       codecs, rc.study.th, base_map)
+    shared = None if rc.study.single_worker else Shared(
+        Claims(rc.storage.claim_delay_s),
+        AttrHeartbeat(rc.storage.heartbeat_interval, rc.storage.grace_period) if rc.storage.kind == "journal"
+        and rc.storage.heartbeat_interval else None,
+        rc.study.n_trials if rc.study.protocol == "search" else None)
     objective = Objective(study, rc.space, table, pricing,
-                          lambda p: evaluate_accuracy(p, base.model, train, val, settings, device), algorithms)
-    interrupted = lifecycle.recover(study, rc.study.single_worker)
+                          lambda p: evaluate_accuracy(p, base.model, train, val, settings, device), algorithms, shared)
+    interrupted = lifecycle.recover(study, rc.study.single_worker, shared.liveness if shared else None)
     if interrupted:
         print(f"resumed: {interrupted} interrupted trial(s) failed and queued again", flush=True)
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-        objective.add_siblings(study, t)  # a run killed between a trial and its siblings
+    lifecycle.complete_siblings(study, objective, rc.storage.grace_period if shared else 0)
+    study.sampler = lifecycle.make_sampler(rc, lifecycle.worker_index(rc, study))
     if rc.study.enqueue_baselines:
         lifecycle.enqueue_once(study, [params_of(p, rc.space, table) for p in baseline_points(rc.space, table)])
 
-    if rc.study.protocol == "paper":
-        done = drivers.paper_protocol(rc, study, objective, table, base_map)
+    if rc.workers > 1:
+        codes = launch(overrides or [], rc.workers, rc.storage.url_env if rc.storage.kind == "postgres" else None,
+                       rc.storage.url or (os.environ.get(rc.storage.url_env) if rc.storage.kind == "postgres"
+                                          else None))
+        if any(codes):
+            print(f"workers exited with {codes}; the study keeps what they finished", flush=True)
+        done = lifecycle.primaries(study)
     else:
-        done = drivers.sampler_loop(rc, study, objective)
-    _export(rc, study, export_dir)
+        done = with_storage_retries(rc, url, lambda: drive(rc, study, objective, table, base_map))
+    worker = os.environ.get(WORKER_ENV) is not None
+    if not worker:  # the workers of workers=N leave the exports to their parent
+        _export(rc, study, export_dir)
     if objective.trial_seconds:
         ts = sorted(objective.trial_seconds)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -119,5 +176,6 @@ def run(cfg: DictConfig | RunConfig) -> RunResult:
               f"(every radio x codec) {objective.sibling_seconds:.2f} s = "
               f"{100 * objective.sibling_seconds / max(sum(ts), 1e-9):.2f} % of trial time; peak RSS {rss:.0f} MiB; "
               f"wall {time.time() - t_start:.0f} s", flush=True)
-    print(f"exports in {export_dir}/; inspect with: optuna-dashboard {url}", flush=True)
+    if not worker:
+        print(f"exports in {export_dir}/; inspect with: optuna-dashboard {url}", flush=True)
     return RunResult(study, url, export_dir, base_map, done)

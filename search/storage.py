@@ -7,6 +7,7 @@ queued again by Optuna's :class:`~optuna.storages.RetryHeartbeatStaleTrialCallba
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -16,8 +17,17 @@ from optuna.storages.journal import JournalFileBackend
 
 from search.config import StorageConfig
 from search.profiles import ConfigError
+from search.record import TrialRecord
 
-RETRY = RetryHeartbeatStaleTrialCallback  # one retry path for stale (heartbeat) and interrupted (single worker)
+
+class Requeue(RetryHeartbeatStaleTrialCallback):
+    """Optuna's retry callback, queuing a copy of the failed trial without the attrs of its run (a stale
+    heartbeat or claim); one retry path for stale (heartbeat) and interrupted (single worker) trials."""
+
+    def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        trial = copy.deepcopy(trial)
+        trial.user_attrs = TrialRecord.from_trial(trial).for_retry()
+        super().__call__(study, trial)
 
 
 def masked(url: str) -> str:
@@ -45,7 +55,7 @@ def _rdb(url: str, cfg: StorageConfig, shown: str, **engine_kwargs) -> RDBStorag
     beat = {}
     if cfg.heartbeat_interval:
         beat = {"heartbeat_interval": cfg.heartbeat_interval, "grace_period": cfg.grace_period,
-                "heartbeat_stale_trial_callback": RETRY()}
+                "heartbeat_stale_trial_callback": Requeue()}
     try:
         return RDBStorage(url, engine_kwargs=engine_kwargs or None, **beat)
     except ImportError as e:

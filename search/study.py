@@ -3,8 +3,9 @@ trials of a run that died, queue the anchor points."""
 
 from __future__ import annotations
 
-import copy
 import logging
+import os
+import time
 
 import optuna
 from hydra.utils import instantiate
@@ -16,15 +17,24 @@ from search import record
 from search.config import RunConfig
 from search.profiles import ConfigError
 from search.record import StudyRecord
-from search.storage import RETRY
+from search.workers import AttrHeartbeat, retry
 
 log = logging.getLogger(__name__)
 OBJECTIVES = ("node_energy_mJ", "latency_ms")
 
 
-def make_sampler(rc: RunConfig) -> optuna.samplers.BaseSampler:
+def make_sampler(rc: RunConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
+    """The configured sampler. Shared by several workers (``single_worker=false``), TPE also avoids the points
+    other workers are evaluating (``constant_liar``, which changes nothing for one worker), and worker k > 0
+    gets its own seed (``seed + 7919 k``) so that workers do not all propose the same first points."""
+    spec = dict(rc.study.sampler)
+    if not rc.study.single_worker:
+        if str(spec.get("_target_", "")).endswith("TPESampler"):
+            spec.setdefault("constant_liar", True)
+        if worker and spec.get("seed") is not None:
+            spec["seed"] = int(spec["seed"]) + 7919 * worker
     try:
-        sampler = instantiate(rc.study.sampler)
+        sampler = instantiate(spec)
     except Exception as e:  # noqa: BLE001 - hydra wraps import and argument errors alike
         raise ConfigError(f"study.sampler._target_={rc.study.sampler.get('_target_')!r}: cannot build it "
                           f"({' '.join(str(e).split())[:200]})") from None
@@ -60,6 +70,20 @@ def open_study(rc: RunConfig, storage: optuna.storages.BaseStorage,
     return study
 
 
+def worker_index(rc: RunConfig, study: optuna.Study) -> int:
+    """0 for the first (or only) worker, which keeps the configured seed; k > 0 for a worker that joins a study
+    whose trials are running (another live worker), or the index given to the processes of ``workers=N``."""
+    from search.workers import WORKER_ENV
+
+    if os.environ.get(WORKER_ENV) is not None:
+        return int(os.environ[WORKER_ENV])
+    if rc.study.single_worker or not study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        return 0
+    k = (StudyRecord.of(study).workers_joined or 0) + 1
+    StudyRecord(workers_joined=k).save(study)
+    return k
+
+
 def baseline_map(rc: RunConfig, study: optuna.Study, key: str, model, val: ImageSet, device) -> float:
     """mAP@0.5 of the unsplit baseline, stored in the study so a resumed run reuses it."""
     old = StudyRecord.of(study)
@@ -71,25 +95,34 @@ def baseline_map(rc: RunConfig, study: optuna.Study, key: str, model, val: Image
     return r.map50
 
 
-def recover(study: optuna.Study, single_worker: bool) -> int:
-    """Fail the trials a killed run left RUNNING and queue their points again. Returns how many.
+def recover(study: optuna.Study, single_worker: bool, liveness: AttrHeartbeat | None = None) -> int:
+    """Fail the trials a dead run left RUNNING and queue their points again. Returns how many.
 
     With ``single_worker`` this process owns the study, so every RUNNING trial is an orphan: it is failed now
     (``study.tell``) and re-queued by the same callback the heartbeat path uses. Otherwise only trials whose
-    heartbeat is stale are failed (the storage's heartbeat settings), so a live worker's trial is never touched.
+    heartbeat is stale are failed (Optuna's heartbeats, or ``liveness`` for a storage without them), so a live
+    worker's trial is never touched.
     """
+    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     if not single_worker:
-        optuna.storages.fail_stale_trials(study)
-        return 0
-    n = 0
+        if liveness is not None:
+            return liveness.reap(study)
+        optuna.storages.fail_stale_trials(study)  # a no-op where the storage has no heartbeats
+        return running - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        study.tell(t.number, state=TrialState.FAIL)
-        failed = copy.deepcopy(t)
-        failed.state = TrialState.FAIL
-        if failed.params:
-            RETRY()(study, failed)
-        n += 1
-    return n
+        retry(study, t)
+    return running
+
+
+def complete_siblings(study: optuna.Study, objective, min_age_s: float) -> int:
+    """Add the missing siblings of complete primaries (a run killed between a trial and its siblings). With other
+    workers, only of trials that completed at least ``min_age_s`` ago: a live worker adds its own."""
+    now, added = time.time(), 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        if min_age_s and t.datetime_complete and now - t.datetime_complete.timestamp() < min_age_s:
+            continue
+        added += objective.add_siblings(study, t)
+    return added
 
 
 def enqueue_once(study: optuna.Study, params: list[dict]) -> None:

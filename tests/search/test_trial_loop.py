@@ -177,3 +177,71 @@ def test_paper_protocol_grid_runs_each_point_once(protocol_overrides):
     assert {r.accuracy.j for r in step2} == {2, 3}
     drivers.paper_protocol(rc, study, obj, TABLE, BASE_MAP)  # resumable: nothing runs twice
     assert len(by_role(study)[0]) == 10
+
+
+# ---------------------------------------------------------------------------------------------- shared studies
+def shared_objective(study, rc, evaluate=None, n_trials=None, liveness=None):
+    from search.objective import Shared
+    from search.workers import Claims
+
+    pricing = Pricing(rc.platform.node, rc.platform.edge, {n: load_profile("radio", n) for n in rc.space.radios},
+                      {n: load_profile("codec", n) for n in rc.space.codecs}, rc.study.th, BASE_MAP)
+    return Objective(study, rc.space, TABLE, pricing, evaluate or Counting(), ("none", "zlib"),
+                     Shared(Claims(0.0), liveness, n_trials))
+
+
+def test_a_model_another_worker_is_training_is_not_trained_again():
+    from search.workers import Claims
+
+    rc = conf("study=quick")
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    other = _running_trial(study, rc, PARAMS)  # worker A drew PARAMS and won the claim on its model
+    key = DesignPoint(3, 2, 0.5, ((0, 1.0), (2, 1.0)), "l1", "zlib", "wifi").accuracy_key(TABLE)
+    assert Claims(0.0).claim(study, other, key) is None and TrialRecord.from_trial(study.trials[0]).training
+    ev = Counting()
+    obj = shared_objective(study, rc, ev)  # worker B draws the same model on another radio
+    study.enqueue_trial({**PARAMS, "radio": "ble5"})
+    study.optimize(obj, n_trials=1)
+    mine = TrialRecord.from_trial(study.trials[-1])
+    assert mine.state == TrialState.PRUNED and mine.duplicate_of == other.number and ev.calls == []
+    # two claims on one model that neither has decided yet: the lower trial number trains it
+    t1, t2 = _running_trial(study, rc, {**PARAMS, "bits": 1}), _running_trial(study, rc, {**PARAMS, "bits": 1})
+    key1 = DesignPoint(3, 1, 0.5, ((0, 1.0), (2, 1.0)), "l1", "zlib", "wifi").accuracy_key(TABLE)
+    record.write(t1, TrialRecord(accuracy_key=key1))
+    assert Claims(0.0).claim(study, t2, key1) == t1.number  # t2 sees t1's claim and defers
+    assert Claims(0.0).claim(study, t1, key1) is None  # t1 is the first claimant: it trains
+
+
+def test_a_trial_beyond_the_total_is_skipped_not_run():
+    rc = conf("study=quick")
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    running = _running_trial(study, rc, PARAMS)  # another worker's trial, the study's last one
+    ev = Counting()
+    study.optimize(shared_objective(study, rc, ev, n_trials=1), n_trials=1)
+    r = TrialRecord.from_trial(study.trials[-1])
+    assert r.state == TrialState.PRUNED and "n_trials" in r.skipped and not ev.calls
+    assert study.trials[running.number].state == TrialState.RUNNING
+
+
+def test_journal_heartbeat_attr_reaps_only_stale_trials(tmp_path):
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from search.workers import AttrHeartbeat
+
+    rc = conf("study=quick")
+    study = optuna.create_study(directions=["minimize", "minimize"],
+                                storage=JournalStorage(JournalFileBackend(str(tmp_path / "j.log"))))
+    live = AttrHeartbeat(interval_s=0.05, grace_s=0.5)
+    dead, alive = _running_trial(study, rc, PARAMS), _running_trial(study, rc, {**PARAMS, "bits": 1})
+    record.write(dead, TrialRecord(heartbeat=0.0, training=True))  # its worker stopped beating long ago
+    with live.beating(alive):
+        import time
+
+        time.sleep(0.6)
+        assert live.reap(study) == 1
+    assert study.trials[dead.number].state == TrialState.FAIL
+    assert study.trials[alive.number].state == TrialState.RUNNING
+    (retry,) = study.get_trials(states=(TrialState.WAITING,))
+    assert retry.params == PARAMS and optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
+    assert TrialRecord.from_trial(retry).training is None  # the copy does not inherit the dead run's claim
