@@ -13,7 +13,7 @@ from pathlib import Path
 
 import optuna
 from optuna.storages import JournalStorage, RDBStorage, RetryHeartbeatStaleTrialCallback
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 
 from search.config import StorageConfig
 from search.profiles import ConfigError
@@ -80,7 +80,9 @@ def make_storage(cfg: StorageConfig, study: str, studies_dir: Path) -> tuple[opt
         return _rdb(url, cfg, url, connect_args={"timeout": 60}), url
     if cfg.kind == "journal":
         path = Path(cfg.url) if cfg.url else studies_dir / f"{study}.log"
-        return JournalStorage(JournalFileBackend(str(path))), str(path)
+        # a worker killed while it held the file lock leaves it behind: it is broken after the grace period
+        lock = JournalFileSymlinkLock(str(path), grace_period=max(1, cfg.grace_period) if cfg.grace_period else 30)
+        return JournalStorage(JournalFileBackend(str(path), lock_obj=lock)), str(path)
     url = cfg.url or os.environ.get(cfg.url_env)
     if not url:
         raise ConfigError(f"storage.url is missing: set storage.url or the environment variable {cfg.url_env}")

@@ -23,7 +23,7 @@ from tests.pgserver import PASSWORD, PostgresServer, bin_dir
 
 FAST = ["study=quick", "progress=false", "storage.heartbeat_interval=1", "storage.grace_period=4",
         "storage.claim_delay_s=0.5"]
-SLOW = ["train.finetune.steps=120"]  # trials of a few seconds, so that a worker can be killed mid-trial
+SLOW = ["train.finetune.steps=80"]  # trials of a few seconds, so that a worker can be killed mid-trial
 
 
 @pytest.fixture(scope="module")
@@ -84,7 +84,8 @@ def studies_dir(tmp: Path, cache: Path) -> Path:
 def start(studies: Path, *args: str) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "search", *FAST, f"studies_dir={studies}", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                            # independent processes on 2 cores: one thread each (as workers=N does itself)
+                            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"})
 
 
 def finish(p: subprocess.Popen, timeout: int = 300) -> str:
@@ -119,18 +120,18 @@ def test_n_workers_reach_exactly_n_trials_and_train_each_model_once(backend, cac
 def test_the_same_command_twice_is_safe(backend, cache, tmp_path):
     """Two terminals, one study: both exit 0, no trial of either is failed, the total is reached once."""
     studies = studies_dir(tmp_path, cache)
-    a = start(studies, *backend.args(), "study.n_trials=6", *SLOW)
+    a = start(studies, *backend.args(), "study.n_trials=5", *SLOW)
     time.sleep(3)
-    b = start(studies, *backend.args(), "study.n_trials=6", *SLOW)
+    b = start(studies, *backend.args(), "study.n_trials=5", *SLOW)
     finish(a), finish(b)
     study = backend.study()
-    check_study(study, 6)
+    check_study(study, 5)
     assert not study.get_trials(states=(TrialState.FAIL,))
 
 
 def test_kill_9_of_one_of_three_workers_retries_its_trial(backend, cache, tmp_path):
     studies = studies_dir(tmp_path, cache)
-    procs = [start(studies, *backend.args(), "study.n_trials=6", *SLOW) for _ in range(3)]
+    procs = [start(studies, *backend.args(), "study.n_trials=5", *SLOW) for _ in range(3)]
     victim, killed_trial = None, None
     deadline = time.time() + 240
     while victim is None and time.time() < deadline:
@@ -154,13 +155,14 @@ def test_kill_9_of_one_of_three_workers_retries_its_trial(backend, cache, tmp_pa
         if p is not victim:
             finish(p)
     study = backend.study()
+    n = 5
     dead = TrialRecord.from_trial(study.trials[killed_trial])
     assert dead.state == TrialState.FAIL and dead.interrupted and not dead.counts
     retries = [t for t in study.trials if optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(t)
                == killed_trial]
     assert retries and retries[0].params == study.trials[killed_trial].params
     assert retries[0].state in (TrialState.COMPLETE, TrialState.PRUNED)  # run by a live worker (or a duplicate)
-    check_study(study, 6)
+    check_study(study, n)
 
 
 def test_dashboard_serializes_a_postgres_study_with_feasibility(pg, cache, tmp_path):
