@@ -103,10 +103,14 @@ class Claims:
         """Claim ``key`` for ``trial``. Returns None when this trial trains it, else the number of the trial that
         holds (or is training) the model."""
         record.write(trial, TrialRecord(accuracy_key=key, worker=worker_id()))
-        if self.delay_s:
+        busy = [r for r in record.records(study, (TrialState.RUNNING, TrialState.COMPLETE)) if r.number != trial.number]
+        if self.delay_s and any(r.state == TrialState.RUNNING for r in busy):
+            # another trial is running: wait for its claim to become visible, then read again. Alone, this claim is
+            # decided now, and any later claimant reads that decision after its own wait.
             time.sleep(self.delay_s)
-        others = [r for r in record.records(study, (TrialState.RUNNING, TrialState.COMPLETE))
-                  if r.accuracy_key == key and r.number != trial.number]
+            busy = [r for r in record.records(study, (TrialState.RUNNING, TrialState.COMPLETE))
+                    if r.number != trial.number]
+        others = [r for r in busy if r.accuracy_key == key]
         done = [r.number for r in others if r.state == TrialState.COMPLETE]
         if done:
             return min(done)
