@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import traceback
 
 import hydra
@@ -55,6 +56,13 @@ def main(cfg: DictConfig) -> None:
     from search.run import run
 
     hidden = secrets(cfg)
+
+    def thread_error(args: threading.ExceptHookArgs) -> None:
+        # e.g. Optuna's heartbeat thread while the storage is unreachable: one line (the run retries or reports)
+        print(f"warning: thread {args.thread.name if args.thread else '?'}: "
+              f"{masked(one_line(args.exc_value) or args.exc_type.__name__, hidden)[:300]}", file=sys.stderr)
+
+    threading.excepthook = thread_error
     try:
         run(cfg, overrides=list(HydraConfig.get().overrides.task))
     except (*EXPECTED, OmegaConfBaseException) as e:

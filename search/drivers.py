@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 from models.split import CutTable
 from objectives.design import DesignPoint
 from objectives.fit import TrainingDiverged
-from search import record
+from search import record, workers
 from search.config import RunConfig
 from search.objective import Objective
 from search.record import TrialRecord
@@ -28,9 +28,10 @@ class StopWhen:
     :attr:`reason` says which, for the run's summary."""
 
     def __init__(self, n_trials: int, timeout_min: float, max_duplicates: int, bar: tqdm | None = None,
-                 reap: Callable[[optuna.Study], object] | None = None, poll_s: float = 2.0) -> None:
+                 reap: Callable[[optuna.Study], object] | None = None, poll_s: float = 2.0,
+                 orphaned_after_s: float = 180.0) -> None:
         self.n_trials, self.timeout_min, self.max_duplicates, self.bar = n_trials, timeout_min, max_duplicates, bar
-        self.reap, self.poll_s = reap, poll_s
+        self.reap, self.poll_s, self.orphaned_after_s = reap, poll_s, orphaned_after_s
         self.t0 = time.time()
         self.duplicates = 0
         self.done = 0
@@ -46,9 +47,20 @@ class StopWhen:
     def __call__(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         self.done, running, waiting = self._progress(study)
         # other workers' trials make the total: wait for them, or for one to go stale and come back as a retry
+        since, seen = time.time(), None
         while self.reap is not None and running and not waiting and self.done < self.n_trials <= self.done + running:
             time.sleep(self.poll_s)
             self.reap(study)
+            now_running = {t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))}
+            if now_running != seen:
+                since, seen = time.time(), now_running
+            elif time.time() - since > self.orphaned_after_s:
+                # RUNNING without a single heartbeat (a worker that died, or lost the storage, between creating
+                # its trial and its first beat): Optuna never calls those stale
+                for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    workers.retry(study, t)
+                tqdm.write(f"trials {sorted(now_running)} made no progress for {self.orphaned_after_s:.0f} s: "
+                           "failed and queued again")
             self.done, running, waiting = self._progress(study)
         if self.bar is not None:
             self.bar.n = min(self.done, self.n_trials)
@@ -82,7 +94,8 @@ def sampler_loop(rc: RunConfig, study: optuna.Study, objective: Objective) -> in
     bar = tqdm(total=rc.study.n_trials, initial=done, desc=f"study {rc.study.name}", unit="trial",
                disable=not rc.progress)
     stop = StopWhen(rc.study.n_trials, rc.study.timeout_min, rc.study.max_duplicates, bar,
-                    reap=objective.reap if objective.shared and rc.storage.heartbeat_interval else None)
+                    reap=objective.reap if objective.shared and rc.storage.heartbeat_interval else None,
+                    orphaned_after_s=3.0 * rc.storage.grace_period)
     try:
         _optimize(study, objective, stop)
     finally:

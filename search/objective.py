@@ -98,6 +98,7 @@ class Objective:
         self.evaluated: dict[tuple[str, str, str], int] = {}
         self.trial_seconds: list[float] = []
         self.sibling_seconds = 0.0
+        self.mine: list[int] = []  # primaries this process completed
         self.refresh(study)
 
     def reap(self, study: optuna.Study) -> None:
@@ -165,6 +166,7 @@ class Objective:
         s = score(acc, point.radio, point.codec, self.pricing)
         record.set_constraints(trial, s.constraints)
         record.write(trial, s.record)
+        self.mine.append(trial.number)
         before = "" if math.isnan(acc.map50_before_finetune) else f"before fine-tune {acc.map50_before_finetune:.3f}, "
         tqdm.write(f"trial {trial.number}: {acc.key} -> mAP@0.5 {acc.map50:.3f} ({before}{acc.seconds:.0f} s), "
                    f"{s.record.payload_bytes} B; {point.radio}/{point.codec}: {s.cost.node_energy_mj:.3f} mJ, "
@@ -178,6 +180,11 @@ class Objective:
         if trial.state == TrialState.FAIL:
             tqdm.write(f"trial {trial.number} failed: {r.fail_reason or 'see the study'}; the study goes on")
         self.add_siblings(study, trial)
+
+    def finish_siblings(self, study: optuna.Study) -> int:
+        """Add what is missing of the siblings of this process's trials (after the storage came back mid-way)."""
+        return sum(self.add_siblings(study, t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                   if t.number in set(self.mine))
 
     def add_siblings(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
         """Add a sibling trial for every radio x codec of the space the primary did not take (idempotent)."""

@@ -68,10 +68,10 @@ def drive(rc: RunConfig, study: optuna.Study, objective: Objective, table, base_
     return drivers.sampler_loop(rc, study, objective)
 
 
-def with_storage_retries(rc: RunConfig, url: str, fn):
+def with_storage_retries(rc: RunConfig, url: str, fn, after_outage=None):
     """Call ``fn``; while the storage is unreachable, retry with back-off (1, 2, 4 ... 30 s) for
     ``storage.retry_minutes``, then give up with one line (the trial that was running is failed by its stale
-    heartbeat and queued again by the next worker)."""
+    heartbeat and queued again by the next worker). ``after_outage`` runs first when the storage is back."""
     from sqlalchemy.exc import DBAPIError
 
     def storage_error(e: BaseException | None) -> BaseException | None:
@@ -84,11 +84,27 @@ def with_storage_retries(rc: RunConfig, url: str, fn):
             e = e.__cause__ or e.__context__
         return None
 
+    def finished_elsewhere(e: BaseException | None) -> bool:
+        seen = set()
+        while e is not None and id(e) not in seen:
+            if isinstance(e, optuna.exceptions.UpdateFinishedTrialError) or (
+                    isinstance(e, ValueError) and str(e).startswith("Cannot tell a")):
+                return True
+            seen.add(id(e))
+            e = e.__cause__ or e.__context__
+        return False
+
     deadline, wait = None, 1.0
     while True:
         try:
+            if deadline is not None and after_outage is not None:
+                after_outage()
             return fn()
         except Exception as err:  # noqa: BLE001 - re-raised unless the storage is behind it
+            if finished_elsewhere(err):
+                print("this worker's trial was failed by another worker (its heartbeat went stale) and queued "
+                      "again; going on", flush=True)
+                continue
             e = storage_error(err)
             if e is None:
                 raise
@@ -165,7 +181,8 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
             print(f"workers exited with {codes}; the study keeps what they finished", flush=True)
         done = lifecycle.primaries(study)
     else:
-        done = with_storage_retries(rc, url, lambda: drive(rc, study, objective, table, base_map))
+        done = with_storage_retries(rc, url, lambda: drive(rc, study, objective, table, base_map),
+                                    after_outage=lambda: objective.finish_siblings(study))
     worker = os.environ.get(WORKER_ENV) is not None
     if not worker:  # the workers of workers=N leave the exports to their parent
         _export(rc, study, export_dir)

@@ -179,3 +179,20 @@ def test_every_default_comes_from_conf(overrides, match):
     """The schemas have no Python defaults: a key removed from the YAML is an error naming it."""
     with pytest.raises(ConfigError, match=match):
         run_config_from_overrides(overrides)
+
+
+def test_unexpected_errors_are_masked_too(monkeypatch):
+    """The CLI prints a bug's traceback itself (Hydra's error line, which shows the overrides, never runs), with
+    the storage password from the config or its environment variable replaced."""
+    from omegaconf import OmegaConf
+
+    from search.__main__ import masked, secrets
+
+    monkeypatch.setenv("MY_PG", "postgresql://u:env-pw@h/db")
+    cfg = OmegaConf.create({"storage": {"url": "postgresql://u:cfg-pw@h/db", "url_env": "MY_PG"}})
+    hidden = secrets(cfg)
+    assert sorted(hidden) == ["cfg-pw", "env-pw"]
+    text = "ValueError: could not connect to postgresql://u:cfg-pw@h/db (also tried postgresql://u:env-pw@h/db)"
+    out = masked(text, hidden)
+    assert "cfg-pw" not in out and "env-pw" not in out and out.count("***") == 2
+    assert secrets(OmegaConf.create({"storage": {"url": None, "url_env": "NOPE"}})) == []

@@ -245,3 +245,40 @@ def test_journal_heartbeat_attr_reaps_only_stale_trials(tmp_path):
     (retry,) = study.get_trials(states=(TrialState.WAITING,))
     assert retry.params == PARAMS and optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(retry) == 0
     assert TrialRecord.from_trial(retry).training is None  # the copy does not inherit the dead run's claim
+
+
+def test_a_worker_whose_trial_was_failed_elsewhere_goes_on(capsys):
+    """Another worker judged this worker's trial stale and failed it: the worker's own tell must not crash it."""
+    from search.run import with_storage_retries
+
+    rc = conf("study=quick", "study.n_trials=3")
+    study = optuna.create_study(directions=["minimize", "minimize"], sampler=lifecycle.make_sampler(rc))
+    failed_once = []
+
+    def evaluate(point):
+        if not failed_once:
+            (mine,) = study.get_trials(states=(TrialState.RUNNING,))
+            study.tell(mine.number, state=TrialState.FAIL)  # what a reaping worker does
+            failed_once.append(mine.number)
+        return fake_accuracy(point)
+
+    obj = shared_objective(study, rc, evaluate, n_trials=3)
+    done = with_storage_retries(rc, "mem", lambda: drivers.sampler_loop(rc, study, obj))
+    assert done == 3 == record.count_primaries(study)
+    assert study.trials[failed_once[0]].state == TrialState.FAIL
+    assert "failed by another worker" in capsys.readouterr().out
+
+
+def test_running_trials_without_heartbeat_are_not_waited_for_forever():
+    """A RUNNING trial that never got a heartbeat is never stale to Optuna: the stop callback's wait is bounded."""
+    rc = conf("study=quick")
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    ghost = _running_trial(study, rc, PARAMS)
+    stop = drivers.StopWhen(n_trials=1, timeout_min=0, max_duplicates=10, reap=lambda s: None, poll_s=0.01,
+                            orphaned_after_s=0.05)
+    done_trial = study.ask()
+    study.tell(done_trial, state=TrialState.PRUNED)
+    stop(study, study.trials[done_trial.number])
+    assert study.trials[ghost.number].state == TrialState.FAIL
+    assert [t.params for t in study.get_trials(states=(TrialState.WAITING,))] == [PARAMS]
+    assert not stop.reason  # the retry is there to run: this worker goes on
