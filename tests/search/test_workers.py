@@ -197,9 +197,7 @@ def test_storage_going_away_is_retried_then_one_line(pg, cache, tmp_path):
     studies = studies_dir(tmp_path, cache)
     p = start(studies, *b.args(), "study.n_trials=4", *SLOW, "storage.retry_minutes=1")
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and _primaries(b) < 1:
-            time.sleep(0.5)
+        _wait_for_primaries(b, 1)
         pg.stop("immediate")
         time.sleep(10)  # longer than any storage-free stretch of a trial, so the worker meets the outage
         pg.resume()
@@ -212,9 +210,7 @@ def test_storage_going_away_is_retried_then_one_line(pg, cache, tmp_path):
 
     p = start(studies, *b.args(), "study.n_trials=8", *SLOW, "storage.retry_minutes=0.05")
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline and _primaries(b) < 5:
-            time.sleep(0.5)
+        _wait_for_primaries(b, 5)
         pg.stop("immediate")
         out, _ = p.communicate(timeout=120)
     finally:
@@ -226,11 +222,15 @@ def test_storage_going_away_is_retried_then_one_line(pg, cache, tmp_path):
     assert all(len(ln) < 400 for ln in out.splitlines())  # a heartbeat thread's error is one line too
 
 
-def _primaries(b: Backend) -> int:
-    try:
-        return count_primaries(b.study())
-    except KeyError:  # the study is not created yet
-        return 0
+def _wait_for_primaries(b: Backend, n: int, timeout_s: float = 120) -> None:
+    deadline = time.time() + timeout_s
+    while time.time() < deadline:
+        try:
+            if count_primaries(b.study()) >= n:
+                return
+        except KeyError:  # the study is not created yet
+            pass
+        time.sleep(0.5)
 
 
 def _up(pg: PostgresServer) -> bool:
