@@ -28,7 +28,7 @@ from search import record
 from search.config import SpaceConfig
 from search.record import SIBLING, TrialRecord
 from search.space import distributions_of, suggest
-from search.workers import AttrHeartbeat, Claims, surplus
+from search.workers import AttrHeartbeat, Claims, surplus, worker_id
 
 Evaluate = Callable[[DesignPoint], AccuracyResult]
 
@@ -139,7 +139,7 @@ class Objective:
 
     def _objective(self, trial: optuna.Trial) -> tuple[float, float]:
         point = suggest(trial, self.space, self.table)
-        record.write(trial, TrialRecord(radio=point.radio, codec=point.codec))
+        record.write(trial, TrialRecord(radio=point.radio, codec=point.codec, worker=worker_id()))
         key = point.accuracy_key(self.table)
         sh = self.shared
         if sh:  # other workers: learn what they finished, and stop at the study's total

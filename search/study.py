@@ -16,8 +16,8 @@ from objectives.data.synthetic import ImageSet
 from search import record
 from search.config import RunConfig
 from search.profiles import ConfigError
-from search.record import StudyRecord
-from search.workers import AttrHeartbeat, retry
+from search.record import StudyRecord, TrialRecord
+from search.workers import AttrHeartbeat, maybe_alive, retry
 
 log = logging.getLogger(__name__)
 OBJECTIVES = ("node_energy_mJ", "latency_ms")
@@ -116,10 +116,12 @@ def recover(study: optuna.Study, single_worker: bool, liveness: AttrHeartbeat | 
 
 def complete_siblings(study: optuna.Study, objective, min_age_s: float) -> int:
     """Add the missing siblings of complete primaries (a run killed between a trial and its siblings). With other
-    workers, only of trials that completed at least ``min_age_s`` ago: a live worker adds its own."""
+    workers, a recent trial (completed less than ``min_age_s`` ago) is left to its own worker unless that worker
+    is known to be gone (a process of this host that no longer exists)."""
     now, added = time.time(), 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-        if min_age_s and t.datetime_complete and now - t.datetime_complete.timestamp() < min_age_s:
+        recent = min_age_s and t.datetime_complete and now - t.datetime_complete.timestamp() < min_age_s
+        if recent and maybe_alive(TrialRecord.from_trial(t).worker):
             continue
         added += objective.add_siblings(study, t)
     return added

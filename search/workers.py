@@ -44,6 +44,24 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def maybe_alive(worker: str | None) -> bool:
+    """False only for a worker of this host whose process is gone; another host's (or an unknown) may live."""
+    if not worker or ":" not in worker:
+        return True
+    host, pid = worker.rsplit(":", 1)
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    if int(pid) == os.getpid():
+        return False  # this process is starting: nothing of it runs yet
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def retry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
     """Fail a RUNNING trial (``study.tell``) and queue its point again; a no-op if another worker was first."""
     try:

@@ -282,3 +282,27 @@ def test_running_trials_without_heartbeat_are_not_waited_for_forever():
     assert study.trials[ghost.number].state == TrialState.FAIL
     assert [t.params for t in study.get_trials(states=(TrialState.WAITING,))] == [PARAMS]
     assert not stop.reason  # the retry is there to run: this worker goes on
+
+
+def test_startup_adds_missing_siblings_of_a_dead_local_worker_only():
+    import subprocess
+    import sys
+
+    from search.space import distributions_of
+    from search.workers import worker_id
+
+    rc = conf("study=quick")
+    study = optuna.create_study(directions=["minimize", "minimize"])
+    obj = shared_objective(study, rc)
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    host = worker_id().rsplit(":", 1)[0]
+    for bits, who in ((1, f"{host}:{gone.stdout.strip()}"), (2, "another-host:1")):
+        params = {**PARAMS, "bits": bits}
+        point = DesignPoint(3, bits, 0.5, ((0, 1.0), (2, 1.0)), "l1", "zlib", "wifi")
+        s = score(fake_accuracy(point), "wifi", "zlib", obj.pricing, worker=who)
+        study.add_trial(optuna.trial.create_trial(params=params, distributions=distributions_of(params, rc.space, TABLE),
+                                                  values=list(s.values), user_attrs=s.record.to_attrs()))
+    added = lifecycle.complete_siblings(study, obj, min_age_s=3600)  # both completed just now
+    assert added == 3  # the 2 x 2 radio x codec of the dead local worker's model, not the live remote one's
+    sib = [r for r in record.records(study) if not r.is_primary]
+    assert {r.parent for r in sib} == {0}
