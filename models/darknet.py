@@ -462,3 +462,48 @@ def load_darknet(cfg_path: str | Path, weights_path: str | Path | None = None, s
     if weights_path is not None:
         read_weights(model, weights_path)
     return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------- darknet decoding
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One [yolo] head as darknet decodes it: the anchors of its mask (pixels of the network input), its stride,
+    ``scale_x_y`` and the class count."""
+
+    anchors: tuple[tuple[float, float], ...]
+    stride: int
+    scale_x_y: float
+    classes: int
+
+
+def head_specs(model: Darknet, input_size: int) -> list[HeadSpec]:
+    """The heads of ``model`` at a square ``input_size``, in the order ``model(x)`` returns them."""
+    out = []
+    for sp, m in zip(model.specs, model.layers, strict=True):
+        if isinstance(m, YoloLayer):
+            h = layer_specs(model.cfg, input_size, m.classes)[sp.index].out[1]
+            out.append(HeadSpec(tuple(tuple(map(float, m.anchors[k])) for k in m.mask), input_size // h,
+                                m.scale_x_y, m.classes))
+    return out
+
+
+def decode_darknet(heads: list[torch.Tensor], specs: list[HeadSpec]) -> torch.Tensor:
+    """Raw head outputs -> (B, N, 5 + C) like :func:`models.yolo.decode` (xyxy pixels, objectness, class
+    probabilities), with darknet's box parametrization, which darknet-trained weights expect:
+    centre ``(sigmoid(t) * s - (s - 1) / 2 + cell) * stride`` with ``s = scale_x_y``, size ``exp(t) * anchor``."""
+    out = []
+    for p, spec in zip(heads, specs, strict=True):
+        b, _, h, w = p.shape
+        a, n = len(spec.anchors), 5 + spec.classes
+        p = p.float().view(b, a, n, h, w).permute(0, 1, 3, 4, 2)
+        gy, gx = torch.meshgrid(torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij")
+        grid = torch.stack([gx, gy], -1).float()
+        s = spec.scale_x_y
+        xy = (p[..., :2].sigmoid() * s - (s - 1) / 2 + grid) * spec.stride
+        anchors = torch.tensor(spec.anchors, dtype=torch.float32, device=p.device).view(1, a, 1, 1, 2)
+        wh = p[..., 2:4].exp() * anchors
+        box = torch.cat([xy - wh / 2, xy + wh / 2], -1)
+        out.append(torch.cat([box, p[..., 4:].sigmoid()], -1).reshape(b, -1, n))
+    return torch.cat(out, 1)

@@ -241,3 +241,29 @@ def test_small_cfg_runs_shortcut_and_mish(tmp_path):
     with torch.no_grad():
         (head,) = m(torch.rand(1, 3, 64, 64))
     assert torch.equal(feats[2], feats[1] + feats[0]) and head.shape == (1, 18, 32, 32)
+
+
+def test_darknet_decoding_follows_darknets_formulas():
+    from models.darknet import HeadSpec, decode_darknet, head_specs
+
+    model = load_darknet(V4, size=160, num_classes=2)
+    specs = head_specs(model, 160)
+    assert [(s.stride, s.scale_x_y, s.classes) for s in specs] == [(32, 1.05, 2), (16, 1.05, 2)]
+    assert specs[0].anchors == ((81.0, 82.0), (135.0, 169.0), (344.0, 319.0))  # mask 3,4,5
+    assert specs[1].anchors == ((23.0, 27.0), (37.0, 58.0), (81.0, 82.0))  # yolov4-tiny's mask 1,2,3
+    # one head, 1 anchor, 1 class, 2x2 grid: cell (x=1, y=0) carries tx=logit(0.8), tw=log(2)
+    spec = HeadSpec(((10.0, 20.0),), 8, 1.05, 1)
+    p = torch.zeros(1, 6, 2, 2)
+    p[0, 0, 0, 1] = torch.logit(torch.tensor(0.8))
+    p[0, 2, 0, 1] = torch.log(torch.tensor(2.0))
+    d = decode_darknet([p], [spec])[0]
+    assert d.shape == (4, 6)
+    cx = (0.8 * 1.05 - 0.025 + 1) * 8
+    assert torch.allclose(d[1, :4], torch.tensor([cx - 10, 4 - 10, cx + 10, 4 + 10]))  # w = 2 x 10, h = 20
+    assert torch.allclose(d[0, :4], torch.tensor([4.0 - 5, 4 - 10, 4 + 5, 4 + 10]))  # zero logits: cell centre
+    assert torch.allclose(d[:, 4:], torch.full((4, 2), 0.5))
+    from models.yolo import postprocess
+
+    with torch.no_grad():
+        dets = postprocess(decode_darknet(model(torch.rand(2, 3, 160, 160)), specs), conf_threshold=0.0, max_det=7)
+    assert len(dets) == 2 and all(x.shape == (7, 6) for x in dets)  # (5 x 5 + 10 x 10) x 3 candidates each
