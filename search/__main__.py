@@ -31,18 +31,11 @@ def one_line(e: BaseException) -> str:
 
 def secrets(cfg: DictConfig) -> list[str]:
     """Passwords of the storage URL (from the config or its environment variable), to mask in any output."""
-    from sqlalchemy.engine import make_url
+    from search.storage import password_of
 
-    out = []
     storage = cfg.get("storage") or {}
-    for url in (storage.get("url"), os.environ.get(str(storage.get("url_env") or ""))):
-        try:
-            pw = make_url(str(url)).password if url else None
-        except Exception:  # noqa: BLE001 - not a URL: nothing to mask in it
-            pw = None
-        if pw:
-            out.append(str(pw))
-    return out
+    urls = (storage.get("url"), os.environ.get(str(storage.get("url_env") or "")))
+    return [pw for pw in (password_of(str(u)) if u else None for u in urls) if pw]
 
 
 def masked(text: str, hidden: list[str]) -> str:

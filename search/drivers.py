@@ -79,7 +79,10 @@ class StopWhen:
             study.stop()
 
 
-def _optimize(study: optuna.Study, objective: Objective, stop: StopWhen) -> None:
+def _optimize(study: optuna.Study, objective: Objective, stop: Callable[[optuna.Study, optuna.trial.FrozenTrial],
+                                                                       None]) -> None:
+    """``study.optimize`` until ``stop`` calls ``study.stop()``: a failed trial does not end it, and the
+    objective's callback adds siblings after every trial."""
     study.optimize(objective, catch=(TrainingDiverged,), callbacks=[objective.after_trial, stop],
                    show_progress_bar=False)
 
@@ -124,8 +127,7 @@ def _run_queue(rc: RunConfig, study: optuna.Study, objective: Objective, points:
             s.stop()
 
     try:
-        study.optimize(objective, catch=(TrainingDiverged,), callbacks=[objective.after_trial, until_queue_empty],
-                       show_progress_bar=False)
+        _optimize(study, objective, until_queue_empty)
     finally:
         bar.close()
 

@@ -28,7 +28,7 @@ from search import record
 from search.config import SpaceConfig
 from search.record import SIBLING, TrialRecord
 from search.space import distributions_of, suggest
-from search.workers import AttrHeartbeat, Claims, surplus, worker_id
+from search.workers import AttrHeartbeat, Claims, reap_stale, surplus, worker_id
 
 Evaluate = Callable[[DesignPoint], AccuracyResult]
 
@@ -103,14 +103,14 @@ class Objective:
 
     def reap(self, study: optuna.Study) -> None:
         """Fail and re-queue the trials of dead workers (heartbeats: Optuna's, or this storage's attr)."""
-        if self.shared and self.shared.liveness:
-            self.shared.liveness.reap(study)
-        else:
-            optuna.storages.fail_stale_trials(study)  # a no-op where the storage has no heartbeats
+        reap_stale(study, self.shared.liveness if self.shared else None)
 
-    def refresh(self, study: optuna.Study) -> None:
-        """Learn the complete trials' models and (model, radio, codec) from the study (other workers' too)."""
-        for r in record.records(study, (TrialState.COMPLETE,)):
+    def refresh(self, study: optuna.Study, recs: list[TrialRecord] | None = None) -> None:
+        """Learn the complete trials' models and (model, radio, codec) from the study (other workers' too);
+        ``recs``: records already read from it."""
+        for r in recs if recs is not None else record.records(study, (TrialState.COMPLETE,)):
+            if r.state != TrialState.COMPLETE:
+                continue
             self._remember(r)
             if r.accuracy and set(self.algorithms) <= set(r.accuracy.payload_mean_bytes):
                 self.cache.setdefault(r.accuracy.key, r.accuracy)
@@ -145,8 +145,9 @@ class Objective:
         if sh:  # other workers: learn what they finished, and stop at the study's total
             if sh.liveness:  # (Optuna reaps heartbeat storages itself before each trial)
                 sh.liveness.reap(trial.study)
-            self.refresh(trial.study)
-            if sh.n_trials and surplus(trial.study, trial.number, sh.n_trials):
+            recs = record.records(trial.study, (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING))
+            self.refresh(trial.study, recs)
+            if sh.n_trials and surplus(recs, trial.number, sh.n_trials):
                 record.write(trial, TrialRecord(skipped="the study's n_trials is reached by running trials"))
                 raise optuna.TrialPruned("study total reached")
         dup = self.evaluated.get((key, point.radio, point.codec))
@@ -183,15 +184,18 @@ class Objective:
 
     def finish_siblings(self, study: optuna.Study) -> int:
         """Add what is missing of the siblings of this process's trials (after the storage came back mid-way)."""
-        return sum(self.add_siblings(study, t) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                   if t.number in set(self.mine))
+        mine = set(self.mine)
+        self.refresh(study)
+        return sum(self.add_siblings(study, t, refresh=False)
+                   for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.number in mine)
 
-    def add_siblings(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> int:
-        """Add a sibling trial for every radio x codec of the space the primary did not take (idempotent)."""
+    def add_siblings(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, refresh: bool = True) -> int:
+        """Add a sibling trial for every radio x codec of the space the primary did not take (idempotent).
+        ``refresh=False``: the caller has just refreshed the index (adding the siblings of many trials)."""
         r = TrialRecord.from_trial(trial)
         if trial.state != TrialState.COMPLETE or not r.is_primary or r.accuracy is None:
             return 0
-        if self.shared:
+        if self.shared and refresh:
             self.refresh(study)  # siblings another worker added meanwhile
         self._remember(r)
         t0 = time.time()

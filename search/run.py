@@ -33,7 +33,7 @@ from search.data import load_data
 from search.export import export_all, print_summary
 from search.objective import Objective, Pricing, Shared
 from search.profiles import ConfigError, load_profile
-from search.record import StudyRecord
+from search.record import StudyRecord, count_primaries
 from search.report import write_report
 from search.space import baseline_points, param_columns, params_of
 from search.storage import make_storage
@@ -74,25 +74,22 @@ def with_storage_retries(rc: RunConfig, url: str, fn, after_outage=None):
     heartbeat and queued again by the next worker). ``after_outage`` runs first when the storage is back."""
     from sqlalchemy.exc import DBAPIError
 
-    def storage_error(e: BaseException | None) -> BaseException | None:
+    def in_chain(e: BaseException | None, match) -> BaseException | None:
         # Optuna's _run_trial can turn a failed storage call into an UnboundLocalError: follow the chain
         seen = set()
         while e is not None and id(e) not in seen:
-            if isinstance(e, (DBAPIError, optuna.exceptions.StorageInternalError)):
+            if match(e):
                 return e
             seen.add(id(e))
             e = e.__cause__ or e.__context__
         return None
 
-    def finished_elsewhere(e: BaseException | None) -> bool:
-        seen = set()
-        while e is not None and id(e) not in seen:
-            if isinstance(e, optuna.exceptions.UpdateFinishedTrialError) or (
-                    isinstance(e, ValueError) and str(e).startswith("Cannot tell a")):
-                return True
-            seen.add(id(e))
-            e = e.__cause__ or e.__context__
-        return False
+    def storage_error(e: BaseException) -> BaseException | None:
+        return in_chain(e, lambda x: isinstance(x, (DBAPIError, optuna.exceptions.StorageInternalError)))
+
+    def finished_elsewhere(e: BaseException) -> bool:
+        return in_chain(e, lambda x: isinstance(x, optuna.exceptions.UpdateFinishedTrialError) or (
+            isinstance(x, ValueError) and str(x).startswith("Cannot tell a"))) is not None
 
     deadline, wait = None, 1.0
     while True:
@@ -140,7 +137,7 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
         else:
             print(f"report: {write_report(study, export_dir, param_columns(cut_points(model_config(rc, 1))))}",
                   flush=True)
-        return RunResult(study, url, export_dir, StudyRecord.of(study).baseline_mAP50, lifecycle.primaries(study))
+        return RunResult(study, url, export_dir, StudyRecord.of(study).baseline_mAP50, count_primaries(study))
 
     cache_dir = studies / "cache"
     train, val, data_key = load_data(rc.data, cache_dir)
@@ -179,7 +176,7 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
                                           else None))
         if any(codes):
             print(f"workers exited with {codes}; the study keeps what they finished", flush=True)
-        done = lifecycle.primaries(study)
+        done = count_primaries(study)
     else:
         done = with_storage_retries(rc, url, lambda: drive(rc, study, objective, table, base_map),
                                     after_outage=lambda: objective.finish_siblings(study))

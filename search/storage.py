@@ -40,13 +40,15 @@ def masked(url: str) -> str:
         return "<unparsable storage URL>"
 
 
-def _password(url: str) -> str | None:
+def password_of(url: str) -> str | None:
+    """The password in a database URL (None: none, or not a URL), to mask it wherever text may carry it."""
     from sqlalchemy.engine import make_url
 
     try:
-        return make_url(url).password
-    except Exception:  # noqa: BLE001
+        pw = make_url(url).password
+    except Exception:  # noqa: BLE001 - not a URL: nothing to mask in it
         return None
+    return str(pw) if pw else None
 
 
 def _rdb(url: str, cfg: StorageConfig, shown: str, **engine_kwargs) -> RDBStorage:
@@ -66,7 +68,7 @@ def _rdb(url: str, cfg: StorageConfig, shown: str, **engine_kwargs) -> RDBStorag
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError, RuntimeError) as e:
         # connection and corrupt-file errors carry the URL: print only its masked form and the error's first line
         first = " ".join(str(getattr(e, "orig", None) or e).splitlines()[0].split())[:160] if str(e) else ""
-        secret = _password(url)
+        secret = password_of(url)
         if secret:
             first = first.replace(secret, "***")
         raise ConfigError(f"storage {shown}: cannot open the study database ({type(e).__name__}: {first})") from None

@@ -13,11 +13,10 @@ from optuna.trial import TrialState
 
 from objectives.accuracy import evaluate_map
 from objectives.data.synthetic import ImageSet
-from search import record
 from search.config import RunConfig
 from search.profiles import ConfigError
 from search.record import StudyRecord, TrialRecord
-from search.workers import AttrHeartbeat, maybe_alive, retry
+from search.workers import AttrHeartbeat, maybe_alive, reap_stale, retry
 
 log = logging.getLogger(__name__)
 OBJECTIVES = ("node_energy_mJ", "latency_ms")
@@ -103,15 +102,12 @@ def recover(study: optuna.Study, single_worker: bool, liveness: AttrHeartbeat | 
     heartbeat is stale are failed (Optuna's heartbeats, or ``liveness`` for a storage without them), so a live
     worker's trial is never touched.
     """
-    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
     if not single_worker:
-        if liveness is not None:
-            return liveness.reap(study)
-        optuna.storages.fail_stale_trials(study)  # a no-op where the storage has no heartbeats
-        return running - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
-    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        return reap_stale(study, liveness)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in running:
         retry(study, t)
-    return running
+    return len(running)
 
 
 def complete_siblings(study: optuna.Study, objective, min_age_s: float) -> int:
@@ -119,11 +115,12 @@ def complete_siblings(study: optuna.Study, objective, min_age_s: float) -> int:
     workers, a recent trial (completed less than ``min_age_s`` ago) is left to its own worker unless that worker
     is known to be gone (a process of this host that no longer exists)."""
     now, added = time.time(), 0
+    objective.refresh(study)
     for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         recent = min_age_s and t.datetime_complete and now - t.datetime_complete.timestamp() < min_age_s
         if recent and maybe_alive(TrialRecord.from_trial(t).worker):
             continue
-        added += objective.add_siblings(study, t)
+        added += objective.add_siblings(study, t, refresh=False)
     return added
 
 
@@ -135,6 +132,3 @@ def enqueue_once(study: optuna.Study, params: list[dict]) -> None:
         study.enqueue_trial(p, skip_if_exists=True)
     StudyRecord(baselines_enqueued=True).save(study)
 
-
-def primaries(study: optuna.Study) -> int:
-    return record.count_primaries(study)

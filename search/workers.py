@@ -21,7 +21,6 @@ Any number of processes - this command started again, here or on other machines 
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import socket
 import subprocess
@@ -68,10 +67,18 @@ def retry(study: optuna.Study, t: optuna.trial.FrozenTrial) -> None:
         study.tell(t.number, state=TrialState.FAIL)
     except (ValueError, RuntimeError):  # finished meanwhile (by its worker, or reaped by another one)
         return
-    failed = copy.deepcopy(t)
-    failed.state = TrialState.FAIL
-    if failed.params:
-        Requeue()(study, failed)
+    if t.params:
+        Requeue()(study, t)  # it copies the trial's point, not its state
+
+
+def reap_stale(study: optuna.Study, liveness: AttrHeartbeat | None) -> int:
+    """Fail and re-queue the trials of dead workers: by ``liveness`` where the storage has no heartbeats of its
+    own (journal), else by Optuna's heartbeats (a no-op where they are off). Returns how many."""
+    if liveness is not None:
+        return liveness.reap(study)
+    running = len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+    optuna.storages.fail_stale_trials(study)
+    return running - len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
 
 
 class AttrHeartbeat:
@@ -121,13 +128,17 @@ class Claims:
         """Claim ``key`` for ``trial``. Returns None when this trial trains it, else the number of the trial that
         holds (or is training) the model."""
         record.write(trial, TrialRecord(accuracy_key=key, worker=worker_id()))
-        busy = [r for r in record.records(study, (TrialState.RUNNING, TrialState.COMPLETE)) if r.number != trial.number]
+
+        def others_now() -> list[TrialRecord]:
+            return [r for r in record.records(study, (TrialState.RUNNING, TrialState.COMPLETE))
+                    if r.number != trial.number]
+
+        busy = others_now()
         if self.delay_s and any(r.state == TrialState.RUNNING for r in busy):
             # another trial is running: wait for its claim to become visible, then read again. Alone, this claim is
             # decided now, and any later claimant reads that decision after its own wait.
             time.sleep(self.delay_s)
-            busy = [r for r in record.records(study, (TrialState.RUNNING, TrialState.COMPLETE))
-                    if r.number != trial.number]
+            busy = others_now()
         others = [r for r in busy if r.accuracy_key == key]
         done = [r.number for r in others if r.state == TrialState.COMPLETE]
         if done:
@@ -142,9 +153,9 @@ class Claims:
         return None
 
 
-def surplus(study: optuna.Study, trial_number: int, n_trials: int) -> bool:
-    """Whether the study's total is already made by counted primaries and the earlier running trials."""
-    recs = record.records(study, (TrialState.COMPLETE, TrialState.FAIL, TrialState.RUNNING))
+def surplus(recs: list[TrialRecord], trial_number: int, n_trials: int) -> bool:
+    """Whether the study's total is already made by counted primaries and the earlier running trials (``recs``:
+    the study's complete, failed and running trials)."""
     done = sum(r.counts for r in recs)
     running = sum(1 for r in recs if r.state == TrialState.RUNNING and r.number < trial_number and r.is_primary)
     return done + running >= n_trials
