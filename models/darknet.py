@@ -10,6 +10,8 @@ the file, the line and the section.
 
 Darknet's layer numbering is kept: ``model.layers[i]`` is darknet's layer i (``[net]`` is not a layer).
 ``forward`` returns, in cfg order, the raw output of the layer that feeds each ``[yolo]``: (N, A*(5+C), H, W).
+Decoding, loss and NMS (:mod:`models.yolo`) take anchors, masks, classes and scale_x_y from the cfg through
+:meth:`models.detector.DetectorConfig.head`.
 
 Weights file (darknet's ``save_weights``): int32 major, minor, revision; ``seen`` as int64 when
 major*10 + minor >= 2, else int32; then float32 for each convolutional layer in order: with batch norm its
@@ -19,6 +21,7 @@ and weights. A file whose length does not match the cfg is refused, with the flo
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -167,9 +170,11 @@ def _ints(s: Section, key: str, path: str) -> list[int]:
         raise DarknetError(f"{path}:{s.line}: [{s.kind}] {key}={v!r} is not a list of numbers") from None
 
 
-def layer_specs(cfg: DarknetCfg, size: int | None = None, num_classes: int | None = None) -> list[LayerSpec]:
+def layer_specs(cfg: DarknetCfg, size: int | None = None, num_classes: int | None = None,
+                width_mult: float = 1.0) -> list[LayerSpec]:
     """Shapes and MACs of every layer for a square input of ``size`` (default the cfg's width), without a
-    forward pass; ``num_classes`` replaces the cfg's classes (the heads' filters follow)."""
+    forward pass; ``num_classes`` replaces the cfg's classes (the heads' filters follow); ``width_mult`` multiplies
+    the filters of every conv but the heads (``max(1, round(filters * width))``; 1.0 is the cfg's network)."""
     p = cfg.path
     width = _int(cfg.net, "width", p, 416)
     height = _int(cfg.net, "height", p, width)
@@ -194,6 +199,8 @@ def layer_specs(cfg: DarknetCfg, size: int | None = None, num_classes: int | Non
             filters = _int(s, "filters", p)
             if i in heads and num_classes is not None:
                 filters = heads[i] * (5 + num_classes)
+            elif i not in heads and width_mult != 1.0:
+                filters = max(1, int(round(filters * width_mult)))
             k, stride, groups = _int(s, "size", p, 1), _int(s, "stride", p, 1), _int(s, "groups", p, 1)
             pad = k // 2 if _int(s, "pad", p, 0) else _int(s, "padding", p, 0)
             act = (s.get("activation") or "logistic").lower()
@@ -347,20 +354,61 @@ class YoloLayer(nn.Identity):
         return f"mask={self.mask}, classes={self.classes}, scale_x_y={self.scale_x_y}"
 
 
+def run_layers(layers, x: torch.Tensor, start: int, end: int, cache: dict[int, torch.Tensor] | None = None,
+               keep: set[int] | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run darknet layers ``start..end`` (inclusive) on ``x``, the output of layer ``start - 1``.
+
+    Args:
+        layers: indexable by darknet layer number (a ModuleList, or a view of a ModuleDict).
+        cache: outputs of earlier layers that routes and shortcuts read; filled as layers run (only the indices
+            in ``keep`` when given).
+
+    Returns:
+        The output of layer ``end`` and the raw head outputs met on the way (in yolo-layer order).
+    """
+    cache = {} if cache is None else cache
+    cache[start - 1] = x
+    heads: list[torch.Tensor] = []
+    for i in range(start, end + 1):
+        layer = layers[i]
+        if isinstance(layer, RouteLayer):
+            x = layer([cache[k] for k in layer.sources])
+        elif isinstance(layer, ShortcutLayer):
+            x = layer(x, cache[layer.source])
+        elif isinstance(layer, YoloLayer):
+            heads.append(x)
+        else:
+            x = layer(x)
+        if keep is None or i in keep:
+            cache[i] = x
+    return x, heads
+
+
 class Darknet(nn.Module):
     """The network of a darknet cfg. ``forward(x)`` with x (N, C, S, S) in [0, 1] returns the raw outputs of the
-    layers that feed the ``[yolo]`` layers, in cfg order."""
+    layers that feed the ``[yolo]`` layers, in cfg order.
 
-    def __init__(self, cfg: DarknetCfg, size: int | None = None, num_classes: int | None = None) -> None:
+    Built from a :class:`models.detector.DetectorConfig` (``model.cfg``: input size, classes, width, anchors, box
+    parametrization); a parsed cfg with ``size``/``num_classes`` is accepted too and decodes like darknet.
+    """
+
+    def __init__(self, cfg, size: int | None = None, num_classes: int | None = None) -> None:
         super().__init__()
-        self.cfg = cfg
-        self.specs = layer_specs(cfg, size, num_classes)
+        from models.detector import DetectorConfig
+
+        if isinstance(cfg, DarknetCfg):
+            cfg = DetectorConfig.from_darknet(cfg, size, num_classes)
+        self.cfg: DetectorConfig = cfg
+        self.specs = cfg.specs()
         layers: list[nn.Module] = []
         for sp in self.specs:
             a = sp.args
             if sp.kind == "convolutional":
-                layers.append(DarknetConv(a["cin"], a["filters"], a["size"], a["stride"], a["pad"], a["groups"],
-                                          a["activation"], a["bn"]))
+                conv = DarknetConv(a["cin"], a["filters"], a["size"], a["stride"], a["pad"], a["groups"],
+                                   a["activation"], a["bn"])
+                if conv.bn is not None:
+                    conv.bn.eps = cfg.bn_eps
+                layers.append(conv)
             elif sp.kind == "maxpool":
                 layers.append(DarknetMaxPool(a["size"], a["stride"], a["padding"]))
             elif sp.kind == "route":
@@ -372,27 +420,25 @@ class Darknet(nn.Module):
             else:
                 layers.append(YoloLayer(a["mask"], a["anchors"], a["classes"], a["scale_x_y"]))
         self.layers = nn.ModuleList(layers)
-        needed = {src for sp in self.specs for src in sp.inputs if sp.kind in ("route", "shortcut")}
-        self._keep = needed
+        self._keep = {src for sp in self.specs for src in sp.inputs if sp.kind in ("route", "shortcut")}
+        self.register_buffer("anchors", cfg.scaled_anchors, persistent=False)
+        if cfg.box == "v5":
+            self._init_head_bias()
+
+    def _init_head_bias(self) -> None:
+        """Objectness prior (YOLOv5-style) for training from scratch: ~8 objects per image, so it starts stable."""
+        head = self.cfg.head()
+        with torch.no_grad():
+            for i, (k, stride) in enumerate(zip(self.cfg.head_convs, head.strides, strict=True)):
+                b = self.layers[k].conv.bias.view(len(head.masks[i]), -1)
+                b[:, 4] = math.log(8 / (self.cfg.input_size / stride) ** 2)
+                b[:, 5:] = math.log(0.6 / max(self.cfg.num_classes - 0.99, 1))
 
     def convs(self) -> list[tuple[int, DarknetConv]]:
         return [(i, m) for i, m in enumerate(self.layers) if isinstance(m, DarknetConv)]
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        cache: dict[int, torch.Tensor] = {}
-        heads: list[torch.Tensor] = []
-        for i, layer in enumerate(self.layers):
-            if isinstance(layer, RouteLayer):
-                x = layer([cache[s] for s in layer.sources])
-            elif isinstance(layer, ShortcutLayer):
-                x = layer(x, cache[layer.source])
-            elif isinstance(layer, YoloLayer):
-                heads.append(x)
-            else:
-                x = layer(x)
-            if i in self._keep:
-                cache[i] = x
-        return heads
+        return run_layers(self.layers, x, 0, len(self.layers) - 1, keep=self._keep)[1]
 
 
 # ---------------------------------------------------------------------------------------------- weights
@@ -457,53 +503,8 @@ def save_darknet(model: Darknet, path: str | Path, version: tuple[int, int, int]
 def load_darknet(cfg_path: str | Path, weights_path: str | Path | None = None, size: int | None = None,
                  num_classes: int | None = None) -> Darknet:
     """Build the network of ``cfg_path`` (optionally at another input ``size``), load ``weights_path`` if given,
-    and return it in eval mode."""
+    and return it in eval mode. It decodes boxes like darknet (``exp(t) * anchor``, the cfg's ``scale_x_y``)."""
     model = Darknet(parse_cfg(Path(cfg_path)), size, num_classes)
     if weights_path is not None:
         read_weights(model, weights_path)
     return model.eval()
-
-
-# ---------------------------------------------------------------------------------------------- darknet decoding
-
-
-@dataclass(frozen=True)
-class HeadSpec:
-    """One [yolo] head as darknet decodes it: the anchors of its mask (pixels of the network input), its stride,
-    ``scale_x_y`` and the class count."""
-
-    anchors: tuple[tuple[float, float], ...]
-    stride: int
-    scale_x_y: float
-    classes: int
-
-
-def head_specs(model: Darknet, input_size: int) -> list[HeadSpec]:
-    """The heads of ``model`` at a square ``input_size``, in the order ``model(x)`` returns them."""
-    out = []
-    for sp, m in zip(model.specs, model.layers, strict=True):
-        if isinstance(m, YoloLayer):
-            h = layer_specs(model.cfg, input_size, m.classes)[sp.index].out[1]
-            out.append(HeadSpec(tuple(tuple(map(float, m.anchors[k])) for k in m.mask), input_size // h,
-                                m.scale_x_y, m.classes))
-    return out
-
-
-def decode_darknet(heads: list[torch.Tensor], specs: list[HeadSpec]) -> torch.Tensor:
-    """Raw head outputs -> (B, N, 5 + C) like :func:`models.yolo.decode` (xyxy pixels, objectness, class
-    probabilities), with darknet's box parametrization, which darknet-trained weights expect:
-    centre ``(sigmoid(t) * s - (s - 1) / 2 + cell) * stride`` with ``s = scale_x_y``, size ``exp(t) * anchor``."""
-    out = []
-    for p, spec in zip(heads, specs, strict=True):
-        b, _, h, w = p.shape
-        a, n = len(spec.anchors), 5 + spec.classes
-        p = p.float().view(b, a, n, h, w).permute(0, 1, 3, 4, 2)
-        gy, gx = torch.meshgrid(torch.arange(h, device=p.device), torch.arange(w, device=p.device), indexing="ij")
-        grid = torch.stack([gx, gy], -1).float()
-        s = spec.scale_x_y
-        xy = (p[..., :2].sigmoid() * s - (s - 1) / 2 + grid) * spec.stride
-        anchors = torch.tensor(spec.anchors, dtype=torch.float32, device=p.device).view(1, a, 1, 1, 2)
-        wh = p[..., 2:4].exp() * anchors
-        box = torch.cat([xy - wh / 2, xy + wh / 2], -1)
-        out.append(torch.cat([box, p[..., 4:].sigmoid()], -1).reshape(b, -1, n))
-    return torch.cat(out, 1)

@@ -1,9 +1,14 @@
 """Two-step structured pruning of the node part over torch-pruning's DepGraph (paper Eq. 7-10).
 
 Step 1 keeps k of the C channels of the cut feature map (the conv before the cut); DepGraph removes the
-matching batch-norm channels and the matching input channels of the edge's first conv (at j=5 also of the
-route into conv 21). Step 2 keeps a ratio of the output channels of each node conv before the cut. Only node
-convs are ever pruning roots, so the detection heads and every edge layer past the first are untouched.
+matching batch-norm channels and the matching input channels of every layer that reads them (Tiny-YOLOv3's
+j=5: also the route into conv 21). Step 2 keeps a ratio of the output channels of each other node conv. Only
+node convs are ever pruning roots, so the detection heads and every edge layer's outputs are untouched.
+
+A conv whose output a grouped route splits (yolov4-tiny's ``groups=2, group_id=1``) loses the same number of
+channels in every slice - the lowest-ranked within each - so the split still takes the channels it took before;
+its kept count is a multiple of the groups (:meth:`models.split.CutTable.kept`). Convs the cut-point table
+refuses (``CutTable.refused``: shortcuts, splits of several layers) are never pruned.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from models.split import SplitModel
+from models.split import SplitModel, keep_count
 
 CRITERIA: tuple[str, ...] = ("l1", "l2", "bn_scale", "taylor")
 
@@ -30,19 +35,6 @@ def make_importance(criterion: str) -> tp.importance.Importance:
     if criterion == "taylor":
         return tp.importance.GroupTaylorImportance()
     raise ValueError(f"criterion={criterion!r} not in {list(CRITERIA)}")
-
-
-def keep_count(channels: int, keep: int | float) -> int:
-    """Channels kept: an int is a count (1..C), a float a ratio in (0, 1]; at least one survives."""
-    if isinstance(keep, bool):
-        raise ValueError(f"keep={keep!r} must be an int count or a float ratio")
-    if isinstance(keep, int):
-        if not 1 <= keep <= channels:
-            raise ValueError(f"keep={keep} channels not in 1..{channels}")
-        return keep
-    if not 0 < keep <= 1:
-        raise ValueError(f"keep ratio={keep} not in (0, 1]")
-    return max(1, min(channels, int(round(channels * keep))))
 
 
 def prune(
@@ -72,8 +64,9 @@ def prune(
     allowed = split_model.node_convs()
     for i in keep:
         if i not in allowed:
-            raise ValueError(f"prune layer {i} is not a prunable node conv at j={split_model.j}; "
-                             f"allowed: {allowed}")
+            why = split_model.table.refused.get(i)
+            raise ValueError(f"prune layer {i} is not a prunable node conv at j={split_model.j}"
+                             + (f" ({why})" if why else f"; allowed: {allowed}"))
     if criterion == "taylor" and loss_fn is None:
         raise ValueError("criterion='taylor' needs loss_fn to compute gradients")
     if not keep:
@@ -103,14 +96,17 @@ def prune(
         for i in order:
             conv = split_model.layer(i).conv
             c = conv.out_channels
-            k = keep_count(c, keep[i])
+            g = split_model.table.conv_groups.get(i, 1)
+            k = keep_count(c, keep[i], g)
             if k == c:
                 continue
             group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(c)))
             scores = importance(group)
             if scores is None:  # torch-pruning returns None when no layer in the group has the statistic
                 raise ValueError(f"criterion={criterion!r} gives no importance for layer {i}")
-            drop = torch.argsort(scores, stable=True)[: c - k].tolist()
+            n = c // g  # channels per slice of the grouped route (g = 1: one slice, the whole output)
+            drop = [s * n + d for s in range(g)
+                    for d in torch.argsort(scores[s * n:(s + 1) * n], stable=True)[: (c - k) // g].tolist()]
             graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=sorted(drop)).prune()
             done[i] = (c, conv.out_channels)
         if criterion == "taylor":

@@ -1,8 +1,10 @@
-"""Partition Tiny-YOLOv3 at point j into node part, interface and edge part.
+"""Partition a darknet detector at point j into node part, interface and edge part.
 
-Partition points (DESIGN.md, darknet numbering): j=0 nothing on the node (it sends the image); j=1..4 after
-the max-pools 1, 3, 5, 7; j=5 after conv 8 (its output feeds both max-pool 9 and the route at 20, so it is
-the last single-tensor cut); j=6 everything on the node (it sends the detections).
+Partition points come from the model's cut-point table (:func:`cut_points`): the darknet layers after which
+exactly one tensor crosses from node to edge. Tiny-YOLOv3 keeps the paper's seven (DESIGN.md, darknet
+numbering): j=0 nothing on the node (it sends the image); j=1..4 after the max-pools 1, 3, 5, 7; j=5 after conv 8
+(its output feeds both max-pool 9 and the route at 20, so it is the last single-tensor cut); j=6 everything on
+the node (it sends the detections). Other cfgs use every single-tensor cut of their graph.
 
 The split model reuses the backbone's modules (after a deep copy, so the baseline is never changed): the
 node holds darknet layers 0..cut, the edge the layers after it, both addressable by darknet number.
@@ -11,34 +13,20 @@ node holds darknet layers 0..cut, the edge the layers after it, both addressable
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from models.darknet import Darknet, DarknetConv, LayerSpec, RouteLayer, run_layers
+from models.detector import DetectorConfig
 from models.interface import ImageInterface, QuantInterface, calibrate
-from models.tiny_yolov3 import (
-    NUM_LAYERS,
-    PARTITION_LAYERS,
-    ConvBlock,
-    Route,
-    TinyYOLOv3,
-    TinyYOLOv3Config,
-    conv_layer_macs,
-    head_convs,
-    is_conv,
-    layer_table,
-    run_layers,
-)
+from models.tiny_yolov3 import PARTITION_LAYERS, conv_layer_macs
 
+# The paper's partition indices for Tiny-YOLOv3 (the default space); other models have their own table.
 PARTITIONS: tuple[int, ...] = tuple(range(len(PARTITION_LAYERS)))
-
-
-def check_partition(j: int) -> int:
-    if not isinstance(j, int) or isinstance(j, bool) or j not in PARTITIONS:
-        raise ValueError(f"partition j={j!r} not in {list(PARTITIONS)}")
-    return j
 
 
 @dataclass(frozen=True)
@@ -47,18 +35,24 @@ class CutPoint:
 
     Attributes:
         j: partition index.
-        layer: darknet index of the last node layer (-1 for j=0).
-        conv: the conv whose output channels are the payload (step 1 prunes it); None at j=0 (the node sends
-            the image) and j=6 (it sends detections).
-        earlier_convs: the node convs before ``conv`` that step 2 may prune, in darknet order.
-        channels, height, width: shape of the tensor the node sends (the image for j=0; for j=6 the node
-            sends detections and the shape is that of the last head, for reference only).
+        layer: darknet index of the last node layer (-1: none, the node sends the image; the last layer: all,
+            it sends the detections).
+        kind: ``image``, ``features`` (a feature map crosses: it is quantized and may be pruned) or ``detections``.
+        tensor: darknet index of the layer whose output crosses (usually ``layer``; -1 for the image).
+        conv: the conv whose output channels are the payload (step 1 prunes it); None where nothing or no
+            single conv makes the cut tensor (``note`` says why).
+        earlier_convs: the node convs that step 2 may prune, in darknet order.
+        channels, height, width: shape of the tensor the node sends (for ``detections`` that of the last head,
+            for reference only).
         stride: input pixels per cut-tensor pixel.
         node_macs, edge_macs: MACs on each side at full width.
+        note: why step 1 is not available at a feature cut (empty otherwise).
     """
 
     j: int
     layer: int
+    kind: str
+    tensor: int
     conv: int | None
     earlier_convs: tuple[int, ...]
     channels: int
@@ -67,6 +61,7 @@ class CutPoint:
     stride: int
     node_macs: int
     edge_macs: int
+    note: str = ""
 
     @property
     def values(self) -> int:
@@ -74,31 +69,41 @@ class CutPoint:
 
     @property
     def is_split(self) -> bool:
-        """A feature map crosses (1 <= j <= 5): the cut is quantized and may be pruned."""
-        return self.conv is not None
+        """A feature map crosses: the cut is quantized and may be pruned."""
+        return self.kind == "features"
 
     @property
     def sends_image(self) -> bool:
-        """Nothing runs on the node (j=0): it sends the 8-bit image."""
-        return self.layer < 0
+        """Nothing runs on the node: it sends the 8-bit image."""
+        return self.kind == "image"
 
     @property
     def sends_detections(self) -> bool:
-        """Everything runs on the node (j=6): it sends the decoded detections."""
-        return self.layer >= 0 and self.conv is None
+        """Everything runs on the node: it sends the decoded detections."""
+        return self.kind == "detections"
 
 
 class CutTable(tuple):
     """The cut points of one model configuration, indexed by j (``table[j]``), plus the unpruned output
-    channels of every prunable conv (``conv_channels``). The one source of layer numbers for the rest of the
-    code: step-1/step-2 targets, trial parameter names and export columns all derive from it."""
+    channels of every prunable conv (``conv_channels``) and the channel multiple a conv must keep when a
+    grouped route splits its output (``conv_groups``, e.g. yolov4-tiny's ``groups=2`` routes). The one source of
+    layer numbers for the rest of the code: step-1/step-2 targets, trial parameter names and export columns all
+    derive from it. ``refused`` names the node convs that are never pruned, with the reason."""
 
     conv_channels: dict[int, int]
+    conv_groups: dict[int, int]
+    refused: dict[int, str]
 
-    def __new__(cls, points: list[CutPoint], conv_channels: dict[int, int]) -> CutTable:
+    def __new__(cls, points: list[CutPoint], conv_channels: dict[int, int], conv_groups: dict[int, int] | None = None,
+                refused: dict[int, str] | None = None) -> CutTable:
         table = super().__new__(cls, points)
         table.conv_channels = dict(conv_channels)
+        table.conv_groups = dict(conv_groups or {})
+        table.refused = dict(refused or {})
         return table
+
+    def __reduce__(self):  # copy/deepcopy/pickle: rebuild with the extra attributes
+        return (CutTable, (list(self), self.conv_channels, self.conv_groups, self.refused))
 
     @property
     def prunable_convs(self) -> tuple[int, ...]:
@@ -110,25 +115,107 @@ class CutTable(tuple):
         """Every conv that step 2 prunes at some j, in darknet order (the ``keep_L<conv>`` parameters)."""
         return tuple(sorted({c for p in self for c in p.earlier_convs}))
 
+    def kept(self, conv: int, keep: int | float) -> int:
+        """Channels conv keeps for a ratio or count (see :func:`keep_count`), in its group multiple."""
+        return keep_count(self.conv_channels[conv], keep, self.conv_groups.get(conv, 1))
 
-def cut_points(cfg: TinyYOLOv3Config) -> CutTable:
+
+def keep_count(channels: int, keep: int | float, multiple: int = 1) -> int:
+    """Channels kept: an int is a count (1..C), a float a ratio in (0, 1]; at least one survives. With
+    ``multiple`` > 1 (a grouped route splits the output into that many equal slices) the count is rounded to a
+    multiple of it, so every slice keeps the same number of channels."""
+    if isinstance(keep, bool):
+        raise ValueError(f"keep={keep!r} must be an int count or a float ratio")
+    if isinstance(keep, int):
+        if not 1 <= keep <= channels or keep % multiple:
+            raise ValueError(f"keep={keep} channels not in 1..{channels}" +
+                             (f" or not a multiple of {multiple}" if multiple > 1 else ""))
+        return keep
+    if not 0 < keep <= 1:
+        raise ValueError(f"keep ratio={keep} not in (0, 1]")
+    k = max(1, min(channels, int(round(channels * keep))))
+    return k if multiple == 1 else max(multiple, min(channels, multiple * int(round(k / multiple))))
+
+
+def _trace(specs: tuple[LayerSpec, ...], i: int) -> int:
+    """Follow channel-preserving layers (max-pool, upsample) back from layer i to the layer that makes its
+    channels."""
+    while i >= 0 and specs[i].kind in ("maxpool", "upsample"):
+        i = specs[i].inputs[0]
+    return i
+
+
+def _convs_behind(specs: tuple[LayerSpec, ...], i: int) -> list[int]:
+    """The convs whose output channels make up layer i's output (through pools, upsamples, routes, shortcuts)."""
+    i = _trace(specs, i)
+    if i < 0:
+        return []
+    if specs[i].kind == "convolutional":
+        return [i]
+    srcs = specs[i].inputs
+    return sorted({c for s in srcs for c in _convs_behind(specs, s)})
+
+
+def _pruning_rules(specs: tuple[LayerSpec, ...], heads: set[int]) -> tuple[dict[int, int], dict[int, str]]:
+    """Convs that a grouped route splits (-> their channel multiple) and convs that cannot be pruned (-> why)."""
+    groups: dict[int, int] = {}
+    refused: dict[int, str] = {}
+    for sp in specs:
+        if sp.kind == "route" and sp.args["groups"] > 1:
+            g = sp.args["groups"]
+            direct = [_trace(specs, s) for s in sp.inputs]
+            if len(sp.inputs) == 1 and specs[direct[0]].kind == "convolutional":
+                c = direct[0]
+                groups[c] = math.lcm(groups.get(c, 1), g)
+            else:
+                for c in {c for s in sp.inputs for c in _convs_behind(specs, s)}:
+                    refused[c] = (f"its output reaches route {sp.index}'s {g}-way channel split through another "
+                                  f"route or shortcut, which would move channels across the split")
+        elif sp.kind == "shortcut":
+            for c in {c for s in sp.inputs for c in _convs_behind(specs, s)}:
+                refused[c] = f"shortcut {sp.index} adds it to another layer's output (coupled channels)"
+    for c in heads:
+        refused.pop(c, None)
+    return groups, refused
+
+
+def _crossing(specs: tuple[LayerSpec, ...], cut: int, heads: set[int]) -> set[int]:
+    return {s for sp in specs[cut + 1:] for s in sp.inputs if s <= cut} | {h for h in heads if h <= cut}
+
+
+def cut_points(cfg: DetectorConfig) -> CutTable:
     """The cut-point table of ``cfg``, from the config alone (no forward pass)."""
-    table = layer_table(cfg)
-    total = sum(t.macs for t in table)
-    heads = set(head_convs())
+    specs = cfg.specs()
+    total = sum(sp.macs for sp in specs)
+    last = len(specs) - 1
+    heads = set(cfg.head_convs)
+    convs = [i for i, sp in enumerate(specs) if sp.kind == "convolutional" and i not in heads]
+    groups, refused = _pruning_rules(specs, heads)
     pts = []
-    for j, cut in enumerate(PARTITION_LAYERS):
-        node = sum(t.macs for t in table[: cut + 1])
-        node_convs = [i for i in range(cut + 1) if is_conv(i) and i not in heads]
-        conv = node_convs[-1] if node_convs and cut < NUM_LAYERS - 1 else None
-        earlier = tuple(c for c in node_convs if conv is not None and c < conv)
+    for j, cut in enumerate(cfg.cut_layers()):
+        node = sum(sp.macs for sp in specs[: cut + 1])
+        conv, note, earlier = None, "", ()
         if cut < 0:
-            c, (h, w) = 3, (cfg.input_size, cfg.input_size)
+            kind, tensor, (c, h, w) = "image", -1, (specs[0].args.get("cin", 3), cfg.input_size, cfg.input_size)
+        elif cut == last:
+            kind, tensor, (c, h, w) = "detections", last, specs[cfg.head_convs[-1]].out
         else:
-            c, (h, w) = table[cut].out_channels, table[cut].out_hw
-        pts.append(CutPoint(j, cut, conv, earlier, c, h, w, cfg.input_size // h, node, total - node))
-    channels = {i: table[i].out_channels for p in pts for i in (*p.earlier_convs, p.conv) if i is not None}
-    return CutTable(pts, channels)
+            (tensor,) = _crossing(specs, cut, heads)
+            kind, (c, h, w) = "features", specs[tensor].out
+            src = _trace(specs, tensor)
+            if specs[src].kind != "convolutional":
+                note = (f"the cut tensor is {specs[src].kind} {src}'s combination of layers "
+                        f"{list(specs[src].inputs)}; step 1 prunes the output of one conv (step 2 prunes its sources)")
+            elif src in refused:
+                note = f"conv {src} is not pruned: {refused[src]}"
+            else:
+                conv = src
+            earlier = tuple(k for k in convs if k <= cut and k != conv and k not in refused)
+        pts.append(CutPoint(j, cut, kind, tensor, conv, earlier, c, h, w, cfg.input_size // h, node, total - node,
+                            note))
+    channels = {i: specs[i].out[0] for p in pts for i in (*p.earlier_convs, p.conv) if i is not None}
+    return CutTable(pts, channels, {c: g for c, g in groups.items() if c in channels},
+                    {c: r for c, r in refused.items() if c in convs})
 
 
 class _DarknetIndex:
@@ -142,32 +229,34 @@ class _DarknetIndex:
 
 
 class NodePart(nn.Module):
-    """Darknet layers 0..cut. ``forward`` returns the cut tensor (j<6) or the raw head outputs (j=6)."""
+    """Darknet layers 0..cut. ``forward`` returns the cut tensor (the image, a feature map) or, when every layer
+    is on the node, the raw head outputs."""
 
-    def __init__(self, layers: dict[int, nn.Module], cut: int) -> None:
+    def __init__(self, layers: dict[int, nn.Module], cut_point: CutPoint) -> None:
         super().__init__()
-        self.cut = cut
+        self.cut, self.tensor, self.kind = cut_point.layer, cut_point.tensor, cut_point.kind
         self.layers = nn.ModuleDict({str(i): m for i, m in layers.items()})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor | list[torch.Tensor]:
         if self.cut < 0:
             return x
-        out, heads = run_layers(_DarknetIndex(self.layers), x, 0, self.cut)
-        return heads if self.cut == NUM_LAYERS - 1 else out
+        cache: dict[int, torch.Tensor] = {}
+        out, heads = run_layers(_DarknetIndex(self.layers), x, 0, self.cut, cache)
+        return heads if self.kind == "detections" else cache[self.tensor]
 
 
 class EdgePart(nn.Module):
-    """Darknet layers cut+1..23: the de-quantized cut tensor in, raw head outputs out."""
+    """Darknet layers cut+1..last: the de-quantized cut tensor in, raw head outputs out."""
 
-    def __init__(self, layers: dict[int, nn.Module], cut: int) -> None:
+    def __init__(self, layers: dict[int, nn.Module], cut_point: CutPoint, last: int) -> None:
         super().__init__()
-        self.cut = cut
+        self.cut, self.tensor, self.kind, self.last = cut_point.layer, cut_point.tensor, cut_point.kind, last
         self.layers = nn.ModuleDict({str(i): m for i, m in layers.items()})
 
     def forward(self, x: torch.Tensor | list[torch.Tensor]) -> list[torch.Tensor]:
-        if self.cut == NUM_LAYERS - 1:
-            return x  # j=6: the node already produced the heads
-        _, heads = run_layers(_DarknetIndex(self.layers), x, self.cut + 1, NUM_LAYERS - 1)
+        if self.kind == "detections":
+            return x  # the node already produced the heads
+        _, heads = run_layers(_DarknetIndex(self.layers), x, self.cut + 1, self.last, {self.tensor: x})
         return heads
 
 
@@ -190,17 +279,18 @@ class MacReport:
 class SplitModel(nn.Module):
     """M_p = M_{1..j} ∪ I ∪ M_{j+1..N} (Eq. 2).
 
-    ``forward(x)`` = ``edge(interface(node(x)))`` and returns the raw head outputs like
-    :class:`TinyYOLOv3`. At j=6 the interface is absent (the node sends detections, see
+    ``forward(x)`` = ``edge(interface(node(x)))`` and returns the raw head outputs like the unsplit
+    :class:`models.darknet.Darknet`. Where the node sends detections the interface is absent (see
     :func:`models.codec.encode_detections`).
     """
 
     def __init__(self, node: NodePart, interface: QuantInterface | None, edge: EdgePart, j: int,
-                 cfg: TinyYOLOv3Config) -> None:
+                 cfg: DetectorConfig) -> None:
         super().__init__()
         self.j = j
         self.cfg = cfg
-        self.cut_point = cut_points(cfg)[j]
+        self.table = cut_points(cfg)
+        self.cut_point = self.table[j]
         self.node = node
         self.interface = interface if interface is not None else nn.Identity()
         self.edge = edge
@@ -223,33 +313,45 @@ class SplitModel(nn.Module):
         return part.layers[str(i)]
 
     def macs(self) -> MacReport:
-        per_layer = conv_layer_macs([m for _, m in sorted(self.all_layers())], self.cfg)
+        per_layer = conv_layer_macs(dict(self.all_layers()), self.cfg)
         cut = self.cut_layer
         return MacReport({i: m for i, m in per_layer.items() if i <= cut},
                          {i: m for i, m in per_layer.items() if i > cut})
 
     def cut_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the tensor sent at j (after any pruning), without a forward pass."""
+        """(C, H, W) of the tensor sent at j (after any pruning), without a forward pass: the channels follow the
+        modules as they are now through pools, routes (and their groups) and shortcuts."""
         p = self.cut_point
-        c = self.layer(p.conv).conv.out_channels if p.conv is not None else p.channels
-        return c, p.height, p.width
+        if not p.is_split:
+            return p.channels, p.height, p.width
+        specs = self.cfg.specs()
+        ch: dict[int, int] = {-1: specs[0].args.get("cin", 3)}
+        for i in range(p.tensor + 1):
+            sp, prev = specs[i], ch[i - 1] if i else ch[-1]
+            if sp.kind == "convolutional":
+                ch[i] = self.layer(i).conv.out_channels
+            elif sp.kind == "route":
+                ch[i] = sum(ch[k] // sp.args["groups"] for k in sp.inputs)
+            else:
+                ch[i] = prev
+        return ch[p.tensor], p.height, p.width
 
     def node_convs(self) -> list[int]:
-        """Prunable conv layers on the node (heads excluded), in darknet order."""
-        heads = head_convs()
-        return sorted(int(i) for i, m in self.node.layers.items() if isinstance(m, ConvBlock) and int(i) not in heads)
+        """Prunable conv layers on the node (heads and refused convs excluded), in darknet order."""
+        skip = set(self.cfg.head_convs) | set(self.table.refused)
+        return sorted(int(i) for i, m in self.node.layers.items() if isinstance(m, DarknetConv) and int(i) not in skip)
 
     def adapted_convs(self, n: int) -> list[int]:
         """Darknet indices of the edge convs that adapt to the cut when fine-tuning: the first ``n`` after it,
-        and the conv after any route that reads the cut layer directly (at j=5 route 20 carries conv 8's output
-        to conv 21)."""
+        and the conv after any route that reads the cut tensor directly (Tiny-YOLOv3's j=5: route 20 carries
+        conv 8's output to conv 21)."""
         layers = self.edge.layers
-        convs = sorted(int(k) for k, m in layers.items() if isinstance(m, ConvBlock))
+        convs = sorted(int(k) for k, m in layers.items() if isinstance(m, DarknetConv))
         out = set(convs[:n])
         if n > 0:
             for k, m in layers.items():
                 nxt = layers[str(int(k) + 1)] if str(int(k) + 1) in layers else None
-                if isinstance(m, Route) and self.cut_layer in m.sources and isinstance(nxt, ConvBlock):
+                if isinstance(m, RouteLayer) and self.cut_point.tensor in m.sources and isinstance(nxt, DarknetConv):
                     out.add(int(k) + 1)
         return sorted(out)
 
@@ -282,14 +384,14 @@ class SplitModel(nn.Module):
         return int(max(peak))
 
 
-def split(model: TinyYOLOv3, j: int, bits: int = 8, interface: bool = True, copy_model: bool = True,
+def split(model: Darknet, j: int, bits: int = 8, interface: bool = True, copy_model: bool = True,
           recon: str | None = None) -> SplitModel:
-    """Split ``model`` at partition point j.
+    """Split ``model`` at partition point j of its cut-point table.
 
     Args:
         model: the unsplit network (left unchanged unless ``copy_model=False``).
-        j: partition point 0..6.
-        bits: interface bit width b (1..8); j=0 always sends 8-bit pixels.
+        j: partition point, an index of ``cut_points(model.cfg)``.
+        bits: interface bit width b (1..8); the image is always sent as 8-bit pixels.
         recon: ``paper`` (Eq. 6, the default), ``midpoint`` or ``centroid`` (see :mod:`models.interface`).
         interface: build the interface enabled; with False the split model equals the unsplit one.
         copy_model: deep-copy the model first so pruning and fine-tuning never touch the baseline.
@@ -297,15 +399,17 @@ def split(model: TinyYOLOv3, j: int, bits: int = 8, interface: bool = True, copy
     Returns:
         The split model; its interface still needs :meth:`SplitModel.calibrate` where a feature map is cut.
     """
-    check_partition(j)
+    table = cut_points(model.cfg)
+    if not isinstance(j, int) or isinstance(j, bool) or not 0 <= j < len(table):
+        raise ValueError(f"partition j={j!r} not in 0..{len(table) - 1} (the cut points of {model.cfg.name})")
     src = copy.deepcopy(model) if copy_model else model
     if copy_model:
         src.requires_grad_(True)  # the split model is for pruning and fine-tuning (an EMA copy may be frozen)
-    cut = PARTITION_LAYERS[j]
+    cut_point = table[j]
+    cut = cut_point.layer
     layers = dict(enumerate(src.layers))
-    node = NodePart({i: m for i, m in layers.items() if i <= cut}, cut)
-    edge = EdgePart({i: m for i, m in layers.items() if i > cut}, cut)
-    cut_point = cut_points(src.cfg)[j]
+    node = NodePart({i: m for i, m in layers.items() if i <= cut}, cut_point)
+    edge = EdgePart({i: m for i, m in layers.items() if i > cut}, cut_point, len(layers) - 1)
     if cut_point.sends_image:
         iface: QuantInterface | None = ImageInterface(enabled=interface)
     elif cut_point.sends_detections:

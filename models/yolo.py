@@ -89,48 +89,80 @@ def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor
 # ---------------------------------------------------------------------------------------------- head
 
 
+BOX_STYLES = ("v5", "darknet")
+# YOLOv5's objectness balance per head stride (utils/loss.py: [4.0, 1.0, 0.4] for P3..P5); 1.0 elsewhere.
+_OBJ_BALANCE = {8: 4.0, 16: 1.0, 32: 0.4}
+
+
 @dataclass(frozen=True)
 class YOLOHeadConfig:
-    """Decoding and loss settings shared by both detection heads.
+    """Decoding and loss settings of the detection heads, in the order the model returns them.
 
     Attributes:
         num_classes: classes predicted by each anchor.
-        anchors: (6, 2) anchors in pixels at the model input; 0-2 belong to stride 16, 3-5 to stride 32.
-        scale_xy: grid-sensitive centre scale; the centre is ``(sigmoid*s - (s-1)/2 + cell) * stride``, so
-            with 2 a centre can reach the neighbour cells that the assignment makes positive.
+        anchors: every (w, h) anchor in pixels at the model input; ``masks[i]`` picks head i's.
+        masks: anchor indices per head (darknet's ``mask=``); the default is Tiny-YOLOv3's.
+        strides: input pixels per grid cell, per head.
+        scale_xy: grid-sensitive centre scale, one for all heads or one per head; the centre is
+            ``(sigmoid*s - (s-1)/2 + cell) * stride``, so with 2 a centre can reach the neighbour cells that
+            the assignment makes positive.
+        box: size parametrization. ``v5`` (the recipe this project trains with): ``(2 sigmoid(t))^2 * anchor``;
+            ``darknet``: ``exp(t) * anchor``, which darknet-trained weights expect.
         anchor_t: a target is positive for every anchor whose w/h ratio to it is below this (YOLOv5).
-        neighbours: also make the two nearest neighbour cells positive (needs ``scale_xy >= 2``).
+        neighbours: also make the two nearest neighbour cells positive (only where ``scale_xy >= 2``).
         box_w, obj_w, cls_w: loss weights.
-        obj_balance: objectness weight of the stride-32 and stride-16 heads.
+        obj_balance: objectness weight per head; None = YOLOv5's by stride (0.4 at 32, 1.0 at 16, 4.0 at 8).
     """
 
     num_classes: int
     anchors: tuple[tuple[float, float], ...]
-    scale_xy: float = 2.0
+    masks: tuple[tuple[int, ...], ...] = ((3, 4, 5), (0, 1, 2))
+    strides: tuple[int, ...] = (32, 16)
+    scale_xy: float | tuple[float, ...] = 2.0
+    box: str = "v5"
     anchor_t: float = 4.0
     neighbours: bool = True
     box_w: float = 0.05
     obj_w: float = 1.0
     cls_w: float = 0.5
-    obj_balance: tuple[float, float] = (0.4, 1.0)
+    obj_balance: tuple[float, ...] | None = None
 
-    STRIDES = (32, 16)
-    MASKS = ((3, 4, 5), (0, 1, 2))
+    def __post_init__(self) -> None:
+        if self.box not in BOX_STYLES:
+            raise ValueError(f"box={self.box!r} not in {list(BOX_STYLES)}")
+        if len(self.masks) != len(self.strides) or any(m >= len(self.anchors) for mk in self.masks for m in mk):
+            raise ValueError(f"masks={self.masks} / strides={self.strides} do not fit {len(self.anchors)} anchors")
+
+    def scale(self, i: int) -> float:
+        return float(self.scale_xy if isinstance(self.scale_xy, (int, float)) else self.scale_xy[i])
+
+    def balance(self, i: int) -> float:
+        return float(self.obj_balance[i]) if self.obj_balance is not None else _OBJ_BALANCE.get(self.strides[i], 1.0)
+
+    def head_anchors(self, i: int, device: torch.device | str = "cpu") -> torch.Tensor:
+        """(A, 2) anchors of head i in pixels."""
+        return torch.as_tensor(self.anchors, dtype=torch.float32, device=device)[list(self.masks[i])]
+
+    def wh(self, t: torch.Tensor, anchors: torch.Tensor) -> torch.Tensor:
+        """Box sizes from the raw size outputs ``t`` (..., 2) and matching anchors."""
+        if self.box == "darknet":
+            return t.clamp(max=10.0).exp() * anchors  # clamp: exp overflows in fp32 above ~88; e^10 is far off-image
+        return (t.sigmoid() * 2) ** 2 * anchors
 
 
 def decode(heads: list[torch.Tensor], cfg: YOLOHeadConfig) -> torch.Tensor:
     """Raw head outputs -> (B, N, 5 + nc): xyxy in pixels, objectness and class probabilities."""
     out = []
-    anchors = torch.as_tensor(cfg.anchors, dtype=torch.float32)
-    for p, stride, mask in zip(heads, cfg.STRIDES, cfg.MASKS, strict=True):
+    for i, p in enumerate(heads):
         b, _, h, w = p.shape
-        p = p.float().view(b, 3, 5 + cfg.num_classes, h, w).permute(0, 1, 3, 4, 2)
+        a, stride = len(cfg.masks[i]), cfg.strides[i]
+        p = p.float().view(b, a, 5 + cfg.num_classes, h, w).permute(0, 1, 3, 4, 2)
         gy, gx = torch.meshgrid(torch.arange(h, device=p.device), torch.arange(w, device=p.device),
                                 indexing="ij")
         grid = torch.stack([gx, gy], -1).float()
-        s = cfg.scale_xy
+        s = cfg.scale(i)
         xy = (p[..., :2].sigmoid() * s - (s - 1) / 2 + grid) * stride
-        wh = (p[..., 2:4].sigmoid() * 2) ** 2 * anchors[list(mask)].to(p.device).view(1, 3, 1, 1, 2)
+        wh = cfg.wh(p[..., 2:4], cfg.head_anchors(i, p.device).view(1, a, 1, 1, 2))
         box = xywh_to_xyxy(torch.cat([xy, wh], -1))
         out.append(torch.cat([box, p[..., 4:].sigmoid()], -1).reshape(b, -1, 5 + cfg.num_classes))
     return torch.cat(out, 1)
@@ -181,21 +213,21 @@ class YOLOLoss:
     def __call__(self, heads: list[torch.Tensor], targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         cfg = self.cfg
         dev = heads[0].device
-        anchors_all = torch.as_tensor(cfg.anchors, dtype=torch.float32, device=dev)
         lbox = torch.zeros((), device=dev)
         lobj = torch.zeros((), device=dev)
         lcls = torch.zeros((), device=dev)
         targets = targets.to(dev).float()
-        for p, stride, mask, bal in zip(heads, cfg.STRIDES, cfg.MASKS, cfg.obj_balance, strict=True):
+        for i, p in enumerate(heads):
             b, _, h, w = p.shape
-            p = p.float().view(b, 3, 5 + cfg.num_classes, h, w).permute(0, 1, 3, 4, 2)
+            stride, anchors = cfg.strides[i], cfg.head_anchors(i, dev)
+            p = p.float().view(b, len(anchors), 5 + cfg.num_classes, h, w).permute(0, 1, 3, 4, 2)
             tobj = torch.zeros(p.shape[:4], device=dev)
-            img, a, gj, gi, tbox, tcls = self._assign(targets, anchors_all[list(mask)], stride, h, w)
+            img, a, gj, gi, tbox, tcls = self._assign(targets, anchors, stride, h, w, cfg.scale(i))
             if img.numel():
                 ps = p[img, a, gj, gi]
-                s = cfg.scale_xy
+                s = cfg.scale(i)
                 pxy = ps[:, :2].sigmoid() * s - (s - 1) / 2
-                pwh = (ps[:, 2:4].sigmoid() * 2) ** 2 * anchors_all[list(mask)][a] / stride
+                pwh = cfg.wh(ps[:, 2:4], anchors[a] / stride)
                 pbox = xywh_to_xyxy(torch.cat([pxy, pwh], 1))
                 iou, giou = bbox_giou(pbox, xywh_to_xyxy(tbox))
                 lbox = lbox + (1.0 - giou).mean()
@@ -205,11 +237,11 @@ class YOLOLoss:
                     t = torch.zeros_like(ps[:, 5:])
                     t[torch.arange(len(tcls), device=dev), tcls] = 1.0
                     lcls = lcls + F.binary_cross_entropy_with_logits(ps[:, 5:], t)
-            lobj = lobj + bal * F.binary_cross_entropy_with_logits(p[..., 4], tobj)
+            lobj = lobj + cfg.balance(i) * F.binary_cross_entropy_with_logits(p[..., 4], tobj)
         loss = cfg.box_w * lbox + cfg.obj_w * lobj + cfg.cls_w * lcls
         return loss, {"box": float(lbox.detach()), "obj": float(lobj.detach()), "cls": float(lcls.detach())}
 
-    def _assign(self, targets: torch.Tensor, anchors: torch.Tensor, stride: int, h: int, w: int):
+    def _assign(self, targets: torch.Tensor, anchors: torch.Tensor, stride: int, h: int, w: int, scale: float):
         """Positive (image, anchor, row, col) for one head, with the target box in grid units relative to
         the cell (cx, cy offsets and w, h)."""
         cfg = self.cfg
@@ -219,14 +251,14 @@ class YOLOLoss:
             return z, z, z, z, torch.zeros(0, 4, device=dev), z
         gain = torch.tensor([w, h, w, h], device=dev, dtype=torch.float32)
         t = targets[:, 2:6] * gain  # grid units
-        anc = anchors / stride  # (3, 2) grid units
-        ratio = t[None, :, 2:4] / anc[:, None]  # (3, T, 2)
-        ok = torch.max(ratio, 1 / ratio).max(2).values < cfg.anchor_t  # (3, T)
+        anc = anchors / stride  # (A, 2) grid units
+        ratio = t[None, :, 2:4] / anc[:, None]  # (A, T, 2)
+        ok = torch.max(ratio, 1 / ratio).max(2).values < cfg.anchor_t  # (A, T)
         ai, ti = ok.nonzero(as_tuple=True)
         gxy = t[ti, :2]
         offsets = [torch.zeros(2, device=dev)]
         sel = [torch.ones_like(ti, dtype=torch.bool)]
-        if cfg.neighbours:
+        if cfg.neighbours and scale >= 2:  # a centre can only reach a neighbour cell with scale >= 2
             frac = gxy % 1.0
             inv = torch.stack([torch.full_like(gxy[:, 0], w), torch.full_like(gxy[:, 1], h)], 1) - gxy
             left, up = ((frac < 0.5) & (gxy > 1.0)).T

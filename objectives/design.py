@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.prune import keep_count
 from models.split import CutTable
 
 
@@ -38,16 +37,19 @@ class DesignPoint:
         they keep (out of ``table.conv_channels``), so two ratios that round to the same count are one model.
         E.g. ``j=3;b=1;cut=8/64;L=[0:8/16,2:32/32];crit=l1``.
         """
-        cut = table[self.j].conv
-        if cut is None:
+        p = table[self.j]
+        if not p.is_split:
             return f"j={self.j}"
         channels = table.conv_channels
-        kept = [(c, keep_count(channels[c], float(r)), channels[c])
-                for c, r in ((cut, self.cut_keep), *self.layer_keep)]
+        kept = [(c, table.kept(c, float(r)), channels[c]) for c, r in self.layer_keep]
         pruned = any(k < n for _, k, n in kept)
-        keeps = ",".join(f"{c}:{k}/{n}" for c, k, n in kept[1:])
+        cut = "-"  # no single conv makes the cut tensor (CutPoint.note)
+        if p.conv is not None:
+            k, n = table.kept(p.conv, float(self.cut_keep)), channels[p.conv]
+            cut, pruned = f"{k}/{n}", pruned or k < n
+        keeps = ",".join(f"{c}:{k}/{n}" for c, k, n in kept)
         crit = self.criterion if pruned else "-"
-        return f"j={self.j};b={self.bits};cut={kept[0][1]}/{kept[0][2]};L=[{keeps}];crit={crit}"
+        return f"j={self.j};b={self.bits};cut={cut};L=[{keeps}];crit={crit}"
 
     def keep_map(self, table: CutTable) -> dict[int, float]:
         """Prune request for :func:`models.prune.prune` (darknet conv -> keep ratio)."""

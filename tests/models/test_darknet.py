@@ -48,27 +48,26 @@ def test_yolov3_tiny_cfg_is_the_built_in_network():
     assert sum(p.numel() for p in model.parameters()) == 8_852_366
 
 
-def test_yolov3_tiny_forward_equals_the_built_in_model_with_the_same_weights():
+def test_the_built_in_tiny_yolov3_is_darknets_cfg_with_this_projects_settings():
+    """TinyYOLOv3 is the embedded yolov3-tiny.cfg: a darknet-loaded network takes its state dict as is and, with
+    the same batch-norm epsilon, gives bit-identical outputs; only the decoding settings differ."""
     torch.manual_seed(0)
     ref = TinyYOLOv3(TinyYOLOv3Config(num_classes=2, input_size=128)).eval()
     dn = Darknet(parse_cfg(V3), size=128, num_classes=2).eval()
+    assert ref.layers[0].bn.eps == 1e-4 and dn.layers[0].bn.eps == 1e-5
     with torch.no_grad():
-        for i, m in dn.convs():
-            src = ref.layers[i]
-            if m.bn is not None:
-                m.conv.weight.copy_(src.conv.weight)
-                m.bn.load_state_dict(src[1].state_dict())
-                m.bn.eps = src[1].eps
-            else:
-                m.conv.load_state_dict(src.state_dict())
         for bn in (ref.layers[0][1], ref.layers[13][1]):
             bn.running_mean.uniform_(-1, 1)
-        for i, m in dn.convs():
-            if m.bn is not None:
-                m.bn.running_mean.copy_(ref.layers[i][1].running_mean)
+        dn.load_state_dict(ref.state_dict())
+        for (_, a), (_, b) in zip(dn.convs(), ref.convs(), strict=True):
+            if a.bn is not None:
+                a.bn.eps = b.bn.eps
         x = torch.rand(2, 3, 128, 128)
         for a, b in zip(dn(x), ref(x), strict=True):
-            assert torch.equal(a, b)  # same ops in the same order: bit-identical
+            assert torch.equal(a, b)
+    assert ref.cfg.box == "v5" and ref.cfg.head().scale_xy == 2.0
+    assert dn.cfg.box == "darknet" and dn.cfg.head().scale_xy == (1.0, 1.0)
+    assert ref.cfg.head().masks == dn.cfg.head().masks == ((3, 4, 5), (0, 1, 2))
 
 
 def test_yolov4_tiny_shapes_macs_and_params_as_darknet_prints():
@@ -244,26 +243,25 @@ def test_small_cfg_runs_shortcut_and_mish(tmp_path):
 
 
 def test_darknet_decoding_follows_darknets_formulas():
-    from models.darknet import HeadSpec, decode_darknet, head_specs
+    from models.yolo import YOLOHeadConfig, decode, postprocess
 
     model = load_darknet(V4, size=160, num_classes=2)
-    specs = head_specs(model, 160)
-    assert [(s.stride, s.scale_x_y, s.classes) for s in specs] == [(32, 1.05, 2), (16, 1.05, 2)]
-    assert specs[0].anchors == ((81.0, 82.0), (135.0, 169.0), (344.0, 319.0))  # mask 3,4,5
-    assert specs[1].anchors == ((23.0, 27.0), (37.0, 58.0), (81.0, 82.0))  # yolov4-tiny's mask 1,2,3
+    head = model.cfg.head()
+    assert (head.strides, head.scale_xy, head.num_classes, head.box) == ((32, 16), (1.05, 1.05), 2, "darknet")
+    scale = 160 / 416  # anchors are pixels at the cfg's width and scale with the input
+    assert torch.allclose(head.head_anchors(0), torch.tensor([[81.0, 82], [135, 169], [344, 319]]) * scale)
+    assert torch.allclose(head.head_anchors(1), torch.tensor([[23.0, 27], [37, 58], [81, 82]]) * scale)  # mask 1,2,3
     # one head, 1 anchor, 1 class, 2x2 grid: cell (x=1, y=0) carries tx=logit(0.8), tw=log(2)
-    spec = HeadSpec(((10.0, 20.0),), 8, 1.05, 1)
+    one = YOLOHeadConfig(1, ((10.0, 20.0),), masks=((0,),), strides=(8,), scale_xy=1.05, box="darknet")
     p = torch.zeros(1, 6, 2, 2)
     p[0, 0, 0, 1] = torch.logit(torch.tensor(0.8))
     p[0, 2, 0, 1] = torch.log(torch.tensor(2.0))
-    d = decode_darknet([p], [spec])[0]
+    d = decode([p], one)[0]
     assert d.shape == (4, 6)
     cx = (0.8 * 1.05 - 0.025 + 1) * 8
     assert torch.allclose(d[1, :4], torch.tensor([cx - 10, 4 - 10, cx + 10, 4 + 10]))  # w = 2 x 10, h = 20
     assert torch.allclose(d[0, :4], torch.tensor([4.0 - 5, 4 - 10, 4 + 5, 4 + 10]))  # zero logits: cell centre
     assert torch.allclose(d[:, 4:], torch.full((4, 2), 0.5))
-    from models.yolo import postprocess
-
     with torch.no_grad():
-        dets = postprocess(decode_darknet(model(torch.rand(2, 3, 160, 160)), specs), conf_threshold=0.0, max_det=7)
+        dets = postprocess(decode(model(torch.rand(2, 3, 160, 160)), head), conf_threshold=0.0, max_det=7)
     assert len(dets) == 2 and all(x.shape == (7, 6) for x in dets)  # (5 x 5 + 10 x 10) x 3 candidates each

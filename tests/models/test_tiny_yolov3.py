@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from models import TinyYOLOv3, TinyYOLOv3Config, layer_table
-from models.tiny_yolov3 import DARKNET_ANCHORS, NUM_LAYERS, conv_layer_macs, count_parameters, run_layers
+from models.darknet import DarknetMaxPool, run_layers
+from models.tiny_yolov3 import DARKNET_ANCHORS, NUM_LAYERS, conv_layer_macs, count_parameters
 
 # ../shared/reference/tiny_yolov3.md: (H, W, C) and MMAC per darknet layer at 416 px, 80 classes
 REFERENCE = [
@@ -47,11 +48,12 @@ def test_forward_shapes_match_table_for_every_layer(darknet):
 
 
 def test_layers_addressable_by_darknet_number(darknet):
-    assert darknet.layers[11].__class__.__name__ == "MaxPoolS1"
+    assert isinstance(darknet.layers[11], DarknetMaxPool) and darknet.layers[11].stride == 1
     assert darknet.layers[20].sources == (19, 8)
     assert darknet.layers[17].sources == (13,)
     assert darknet.layers[8].conv.out_channels == 256
-    assert darknet.layers[15].out_channels == 255 and darknet.layers[15].bias is not None
+    assert darknet.layers[15].conv.out_channels == 255 and darknet.layers[15].conv.bias is not None
+    assert darknet.layers[15].bn is None and darknet.layers[8].conv.bias is None
 
 
 @pytest.mark.parametrize("size", [32, 96, 160, 320])

@@ -69,7 +69,7 @@ def test_fit_learns_on_a_few_images(data):
 def test_divergence_is_reported(data):
     model = TinyYOLOv3(CFG)
     with torch.no_grad():
-        model.layers[15].bias.fill_(float("nan"))
+        model.layers[15].conv.bias.fill_(float("nan"))
     with pytest.raises(TrainingDiverged, match="loss is nan at step 0"):
         fit(model, CFG.head(), 64, data, QUICK, torch.device("cpu"), progress=False)
 
