@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models import TinyYOLOv3, TinyYOLOv3Config
+from models import Darknet, DetectorConfig
 from objectives.data.synthetic import ImageSet
 from objectives.fit import fit
-from objectives.settings import TrainConfig
+from objectives.settings import ModelConfig, TrainConfig
 
 
 def kmeans_anchors(wh: np.ndarray, k: int = 6, iters: int = 100, seed: int = 0, restarts: int = 5) -> np.ndarray:
@@ -54,22 +54,33 @@ def kmeans_anchors(wh: np.ndarray, k: int = 6, iters: int = 100, seed: int = 0, 
     return best[np.argsort(best.prod(1))]
 
 
+def detector_config(model: ModelConfig, size: int, num_classes: int) -> DetectorConfig:
+    """The detector of the ``model`` section at ``size`` px and ``num_classes``. A detector trained here uses this
+    project's recipe settings (YOLOv5 box parametrization, batch-norm epsilon 1e-4, as for the README's figures);
+    imported weights keep darknet's (``exp`` boxes, the cfg's ``scale_x_y``, epsilon 1e-5)."""
+    parts = tuple(model.partition_layers) if model.partition_layers is not None else None
+    bn_eps = 1e-5 if model.weights else 1e-4  # 1e-5: darknet's (assumption, models/darknet.py); 1e-4: our recipe's
+    return DetectorConfig(cfg=model.cfg, num_classes=num_classes, input_size=size, width=model.width,
+                          box=model.box_style, bn_eps=bn_eps, partitions=parts)
+
+
 @dataclass(frozen=True)
 class BaselineResult:
-    model: TinyYOLOv3
+    model: Darknet
     seconds: float
     cached: bool
     path: Path
 
 
-def _cache_key(model_cfg: TinyYOLOv3Config, data_key: str, train: TrainConfig, kmeans: bool) -> str:
-    blob = json.dumps({"v": 1, "model": asdict(model_cfg), "data": data_key, "train": asdict(train),
+def _cache_key(model_cfg: DetectorConfig, data_key: str, train: TrainConfig, kmeans: bool) -> str:
+    cfg_text = hashlib.sha256(Path(model_cfg.path).read_bytes()).hexdigest()  # the cfg's content, not its name
+    blob = json.dumps({"v": 2, "model": asdict(model_cfg), "cfg": cfg_text, "data": data_key, "train": asdict(train),
                        "kmeans": kmeans}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def train_baseline(
-    model_cfg: TinyYOLOv3Config,
+    model_cfg: DetectorConfig,
     train_data: ImageSet,
     data_key: str,
     cfg: TrainConfig,
@@ -90,7 +101,7 @@ def train_baseline(
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
             anchors = tuple(tuple(float(v) for v in a) for a in ckpt["anchors"])
             mcfg = replace(model_cfg, anchors=anchors)
-            model = TinyYOLOv3(mcfg)
+            model = Darknet(mcfg)
             model.load_state_dict(ckpt["state_dict"])
             if ckpt.get("key") != key:
                 raise ValueError("checkpoint key mismatch")
@@ -100,10 +111,12 @@ def train_baseline(
     mcfg = model_cfg
     if kmeans:
         wh = np.concatenate([lab[:, 3:5] for lab in train_data.labels if len(lab)]) * model_cfg.input_size
-        scaled = kmeans_anchors(wh, 6, seed=cfg.seed) * (416 / model_cfg.input_size)  # anchors are stored at 416 px
+        k = len(model_cfg.cfg_anchors)
+        # anchors are stored in pixels at the cfg's [net] width (416 for the embedded cfgs)
+        scaled = kmeans_anchors(wh, k, seed=cfg.seed) * (model_cfg.net_width / model_cfg.input_size)
         mcfg = replace(model_cfg, anchors=tuple(map(tuple, scaled.round(2).tolist())))
     torch.manual_seed(cfg.seed)
-    model = TinyYOLOv3(mcfg)
+    model = Darknet(mcfg)
     ema, stats = fit(model, mcfg.head(), mcfg.input_size, train_data, cfg, device, desc="baseline",
                      progress=progress)
     ema = ema.cpu().eval()
@@ -113,3 +126,62 @@ def train_baseline(
                 "seconds": stats["seconds"]}, tmp)
     tmp.replace(path)
     return BaselineResult(ema, stats["seconds"], False, path)
+
+
+class WeightsError(ValueError):
+    """Trained weights that do not fit the cfg or the data; the message is one line naming both sides."""
+
+
+def weights_digest(path: str | Path) -> str:
+    """First 12 hex digits of the file's SHA-256: names the weights in the study, the report and the exports."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:12]
+
+
+def load_baseline(model_cfg: DetectorConfig, weights: str | Path, class_names: list[str] | tuple[str, ...]
+                  ) -> BaselineResult:
+    """The user's trained detector as the baseline: darknet ``.weights`` (:func:`models.darknet.read_weights`) or a
+    PyTorch state dict (``.pt``/``.pth``, loaded with ``weights_only=True``; a checkpoint dict with a
+    ``state_dict``/``model`` entry is accepted). The class count of the cfg's ``[yolo]`` layers and of the weights
+    must equal the data's."""
+    from models.darknet import read_weights
+
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise WeightsError(f"model.weights={str(weights)!r}: no such file")
+    n = len(class_names)
+    cfg_classes = {int(s.get("classes") or 80) for s in model_cfg.darknet.layers if s.kind == "yolo"}
+    if cfg_classes != {n}:
+        raise WeightsError(f"model.cfg {model_cfg.name}.cfg has classes={sorted(cfg_classes)[0]} in its [yolo] layers "
+                           f"but the data has {n} ({', '.join(class_names[:5])}{', ...' if n > 5 else ''}); use "
+                           f"a cfg and weights trained for these {n} classes")
+    model = Darknet(model_cfg)
+    if path.suffix.lower() in (".pt", ".pth"):
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001 - any unreadable file is one line
+            raise WeightsError(f"model.weights={str(path)!r}: not a PyTorch state dict "
+                               f"({type(e).__name__}: {' '.join(str(e).split())[:120]})") from None
+        if isinstance(sd, dict) and not any(torch.is_tensor(v) for v in sd.values()):
+            sd = sd.get("state_dict", sd.get("model", sd))
+        if not isinstance(sd, dict):
+            raise WeightsError(f"model.weights={str(path)!r}: expected a state dict, found {type(sd).__name__}")
+        own = model.state_dict()
+        missing = [k for k in own if k not in sd]
+        unexpected = [k for k in sd if k not in own]
+        if missing or unexpected:
+            raise WeightsError(f"model.weights={path.name} does not fit {model_cfg.name}.cfg: missing keys "
+                               f"{missing[:3]}{' ...' if len(missing) > 3 else ''}, unexpected keys "
+                               f"{unexpected[:3]}{' ...' if len(unexpected) > 3 else ''}")
+        bad = [(k, tuple(sd[k].shape), tuple(v.shape)) for k, v in own.items() if tuple(sd[k].shape) != tuple(v.shape)]
+        if bad:
+            k, theirs, ours = bad[0]
+            raise WeightsError(f"model.weights={path.name}: {k} has shape {theirs}, {model_cfg.name}.cfg at "
+                               f"{n} classes needs {ours}" + (f" ({len(bad) - 1} more)" if len(bad) > 1 else ""))
+        model.load_state_dict(sd)
+    else:
+        read_weights(model, path)
+    return BaselineResult(model.eval(), 0.0, True, path)

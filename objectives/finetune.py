@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models import TinyYOLOv3
+from models import Darknet
 from models.split import SplitModel
 from objectives.data.batches import Batches
 from objectives.data.synthetic import ImageSet
@@ -52,7 +52,7 @@ def recalibrate_bn(model: nn.Module, data: ImageSet, batches: int, batch_size: i
 
 def finetune(
     split_model: SplitModel,
-    baseline: TinyYOLOv3,
+    baseline: Darknet,
     data: ImageSet,
     cfg: TrainConfig,
     device: torch.device,

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from models import TinyYOLOv3, YOLOLoss, cut_points, prune, split
+from models import Darknet, YOLOLoss, cut_points, prune, split
 from objectives.accuracy import evaluate_map, payload_stats
 from objectives.costs import CodecProfile, CostBreakdown, EdgeProfile, NodeWork, ProcessorProfile, RadioProfile
 from objectives.costs import evaluate_costs as _evaluate_costs
@@ -85,7 +85,7 @@ def _images(data: ImageSet, n: int) -> torch.Tensor:
     return torch.from_numpy(data.images[:n]).permute(0, 3, 1, 2).float() / 255
 
 
-def evaluate_accuracy(point: DesignPoint, baseline: TinyYOLOv3, train: ImageSet, val: ImageSet,
+def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSet,
                       s: EvalSettings, device: torch.device) -> AccuracyResult:
     """Split, calibrate, prune (step 1 + 2), fine-tune and measure one design point."""
     t0 = time.time()

@@ -8,6 +8,7 @@ with ``search.config.compose([...overrides])``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import List, Optional  # noqa: UP035 - typing generics for the config builder
 
 from objectives.data.batches import AugmentConfig
 
@@ -102,21 +103,41 @@ class TrainSettings:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The ``model`` section: how the detector is built and how its cut is de-quantized.
+    """The ``model`` section: which detector, with which weights, and how its cut is de-quantized.
 
     Attributes:
-        width: channel multiplier (1.0 is darknet's network; smaller only for smoke tests).
-        kmeans_anchors: anchors from k-means on the training boxes (else darknet's, scaled to the input).
+        cfg: an embedded darknet cfg name (``yolov3-tiny``, ``yolov4-tiny``) or the path of a ``.cfg``.
+        weights: darknet ``.weights`` or a PyTorch state dict ``.pt`` of that cfg, used as the baseline as is;
+            None: the baseline is trained here.
+        box: ``darknet``, ``v5`` or ``auto`` (darknet when ``weights`` are given, else v5); see
+            :class:`models.yolo.YOLOHeadConfig`.
+        partition_layers: the darknet layers that may end the node part; None = every single-tensor cut.
+        width: channel multiplier (1.0 is the cfg's network; smaller only for smoke tests; 1.0 with weights).
+        kmeans_anchors: anchors from k-means on the training boxes (else the cfg's, scaled to the input); only
+            when the baseline is trained here.
         recon: edge de-quantization, ``paper`` (Eq. 6), ``midpoint`` or ``centroid``.
         range_percentile: Eq. 5's max = this percentile of ``|f - mu|`` on the calibration set.
     """
 
+    cfg: str
+    weights: Optional[str]  # noqa: UP045
+    box: str
+    partition_layers: Optional[List[int]]  # noqa: UP006, UP045
     width: float
     kmeans_anchors: bool
     recon: str
     range_percentile: float
 
+    @property
+    def box_style(self) -> str:
+        """The box parametrization ``auto`` resolves to."""
+        return self.box if self.box != "auto" else ("darknet" if self.weights else "v5")
+
     def __post_init__(self) -> None:
+        if self.box not in ("auto", "darknet", "v5"):
+            raise ValueError(f"model.box={self.box!r} not in ['auto', 'darknet', 'v5']")
+        if self.weights is not None and self.width != 1.0:
+            raise ValueError(f"model.width={self.width} with model.weights: trained weights fix the width (use 1.0)")
         if not 0 < self.range_percentile <= 100:
             raise ValueError(f"model.range_percentile={self.range_percentile} must be in (0, 100]")
         if not 0 < self.width <= 4:

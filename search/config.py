@@ -9,6 +9,7 @@ notebooks, benchmarks).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +18,10 @@ from typing import Any, List, Optional  # noqa: UP035 - typing generics for the 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from models.darknet import DarknetError
 from models.prune import CRITERIA
-from models.split import PARTITIONS
+from models.split import cut_points
+from objectives.baseline import detector_config
 from objectives.settings import EvalConfig, ModelConfig, TrainSettings
 from search.profiles import CONF_DIR, ConfigError, _build, available, load_profile, profile_from_dict
 
@@ -51,7 +54,7 @@ class SpaceConfig:
     ``radios`` name cost profiles (conf/codec/, conf/radio/); they are checked against the profiles on disk by
     :func:`load_run_config`."""
 
-    partitions: List[int]  # noqa: UP006
+    partitions: Optional[List[int]]  # noqa: UP006, UP045 - None: every cut point of the model
     bits: List[int]  # noqa: UP006
     cut_keep: Range
     layer_keep: Range
@@ -61,7 +64,6 @@ class SpaceConfig:
     radios: List[str]  # noqa: UP006
 
     def __post_init__(self) -> None:
-        _subset("space.partitions", self.partitions, list(PARTITIONS))
         _subset("space.bits", self.bits, list(range(1, 9)))
         for name in ("cut_keep", "layer_keep"):
             r = getattr(self, name)
@@ -240,7 +242,27 @@ def load_run_config(cfg: DictConfig | dict[str, Any], conf_dir: Path = CONF_DIR)
                                                                                       conf_dir)
                                  for kind in ("node", "edge")})
     scalars = {k: _build(tp, d[k], k) for k, tp in _SCALARS.items()}
+    parts["space"] = _model_partitions(parts["model"], parts["data"], space)
     return RunConfig(platform=platform, **parts, **scalars)
+
+
+def _model_partitions(model: ModelConfig, data: DataConfig, space: SpaceConfig) -> SpaceConfig:
+    """Check the model section against its cfg and resolve ``space.partitions`` against the model's cut-point
+    table (None: all of them). The table's structure does not depend on the class count."""
+    try:
+        table = cut_points(detector_config(model, data.size, 1))
+    except DarknetError as e:
+        raise ConfigError(f"model.cfg={model.cfg!r}: {e}" if not str(e).startswith("model.cfg") else str(e)) from None
+    except ValueError as e:
+        msg = " ".join(str(e).split())
+        key = {"partitions": "model.partition_layers", "input_size": "data.size", "width": "model.width",
+               "anchors": "model.cfg"}.get(msg.split("=", 1)[0], "model")
+        raise ConfigError(f"{key}: {msg}") from None
+    allowed = list(range(len(table)))
+    if space.partitions is None:
+        return dataclasses.replace(space, partitions=allowed)
+    _subset("space.partitions", space.partitions, allowed)
+    return space
 
 
 def compose(overrides: list[str] | tuple[str, ...] = (), config_dir: Path | None = None) -> RunConfig:

@@ -137,7 +137,7 @@ def paper_step1_points(rc: RunConfig, table: CutTable) -> list[DesignPoint]:
     split point keeping ``study.paper_channels`` channels at the cut conv (earlier layers whole)."""
     codec, radio, bits = rc.space.codecs[0], rc.space.radios[0], min(rc.space.bits)
     pts = list(baseline_points(rc.space, table, bits=bits))
-    for j in (j for j in rc.space.partitions if table[j].is_split):
+    for j in (j for j in rc.space.partitions if table[j].is_split and table[j].conv is not None):
         c = table.conv_channels[table[j].conv]
         earlier = tuple((e, 1.0) for e in table[j].earlier_convs) if rc.space.prune_earlier else ()
         for k in rc.study.paper_channels:
@@ -161,7 +161,7 @@ def paper_step2_points(rc: RunConfig, study: optuna.Study, table: CutTable, base
             continue
         best, _ = min(cands, key=lambda tr: (tr[1].payload_bytes, -tr[1].mAP50))
         for ratio in rc.study.paper_ratios:
-            pts.append(DesignPoint(j, int(best.params.get("bits", 1)), float(best.params["keep_cut"]),
+            pts.append(DesignPoint(j, int(best.params.get("bits", 1)), float(best.params.get("keep_cut", 1.0)),
                                    tuple((e, float(ratio)) for e in table[j].earlier_convs), rc.space.criteria[0],
                                    codec, radio))
     return pts

@@ -56,8 +56,9 @@ def export_all(study: optuna.Study, out_dir: Path, param_columns: tuple[str, ...
         pareto.to_csv(tmp, index=False)
     records = [{k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in r.items()}
                for r in pareto.to_dict(orient="records")]
-    meta = {"study": study.study_name, "objectives": ["node_energy_mJ", "latency_ms"],
-            "baseline_mAP50": StudyRecord.of(study).baseline_mAP50, "points": records}
+    rec = StudyRecord.of(study)
+    meta = {"study": study.study_name, "model": rec.model, "objectives": ["node_energy_mJ", "latency_ms"],
+            "baseline_mAP50": rec.baseline_mAP50, "points": records}
     with atomic(paths["pareto.json"]) as tmp:
         tmp.write_text(json.dumps(meta, indent=1, default=_json_default))
     with atomic(paths["pareto.html"]) as tmp:
@@ -123,10 +124,11 @@ def pareto_figure(all_rows: pd.DataFrame, pareto: pd.DataFrame, title: str) -> g
 
 def summary_lines(study: optuna.Study, param_columns: tuple[str, ...], limit: int = 15) -> list[str]:
     _, pareto = study_frames(study, param_columns)
-    base = StudyRecord.of(study).baseline_mAP50
-    base = float("nan") if base is None else base
+    rec = StudyRecord.of(study)
+    base = float("nan") if rec.baseline_mAP50 is None else rec.baseline_mAP50
     lines = [f"study {study.study_name}: {len(study.get_trials(deepcopy=False))} trials, "
-             f"{len(pareto)} feasible Pareto points (baseline mAP@0.5 {base:.4f})"]
+             f"{len(pareto)} feasible Pareto points (baseline mAP@0.5 {base:.4f})"
+             + (f"; model {rec.model}" if rec.model else "")]
     if pareto.empty:
         return lines
     lines.append(f"{'j':>2} {'bits':>4} {'keep_cut':>8} {'radio':>7} {'codec':>5} {'mAP50':>6} {'payload B':>9} "

@@ -171,6 +171,9 @@ class StudyRecord:
         accuracy_settings: repr of the data/model/train/eval settings the trials were measured with.
         baselines_enqueued: the unpruned anchor points were queued once.
         workers_joined: how many workers joined the study while another one was running (their seeds differ).
+        model: the detector the study splits: cfg name and where its weights come from (a weights file's
+            SHA-256 prefix, or the baseline checkpoint trained here).
+        node_j: the partition index at which everything runs on the node (the model's last cut point).
     """
 
     baseline_key: str | None = None
@@ -180,6 +183,8 @@ class StudyRecord:
     accuracy_settings: str | None = None
     baselines_enqueued: bool | None = None
     workers_joined: int | None = None
+    model: str | None = None
+    node_j: int | None = None
 
     @classmethod
     def of(cls, study: optuna.Study) -> StudyRecord:

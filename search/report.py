@@ -24,6 +24,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from search.export import atomic, study_frames
+from search.record import StudyRecord
 
 PAPER_TABLE1 = {  # Saqib et al., Table I
     "without pruning": {"energy_saving_vs_edge": 1.26, "energy_saving_vs_node": 3.8, "speedup_vs_edge": 2.05,
@@ -58,8 +59,10 @@ def _paper_table1_sentence() -> str:
     return f"Paper: {case('without pruning')}; {case('with pruning')} (vs all-in-edge / all-in-node)."
 
 
-def report_data(rows: pd.DataFrame) -> dict[str, Any]:
-    """Everything the report draws, from ``trials.csv``-style rows (complete trials only are used)."""
+def report_data(rows: pd.DataFrame, node_j: int = 6) -> dict[str, Any]:
+    """Everything the report draws, from ``trials.csv``-style rows (complete trials only are used). ``node_j``: the
+    partition index at which everything runs on the node (Tiny-YOLOv3's 6); j = 0 sends the image, the js
+    between are splits."""
     done = rows[rows["state"] == "COMPLETE"].copy()
     out: dict[str, Any] = {"n_trials": len(rows), "n_models": 0}
     if done.empty:
@@ -70,7 +73,7 @@ def report_data(rows: pd.DataFrame) -> dict[str, Any]:
     out["n_models"] = len(models)
     # Fig. 3 / Fig. 4: one point per model (its own codec's payload), split points only
     split_models = done.drop_duplicates(["parent", "codec"])
-    split_models = split_models[split_models["j"].between(1, 5)]
+    split_models = split_models[split_models["j"].between(1, node_j - 1)]
     unpruned_macs = split_models[split_models["unpruned"]].groupby("j")["node_macs"].max()
     fig34 = split_models[["j", "codec", "mAP50", "payload_bytes", "node_macs", "raw_bytes", "bits", "keep_cut",
                           "parent"]].copy()
@@ -83,22 +86,23 @@ def report_data(rows: pd.DataFrame) -> dict[str, Any]:
     best = feas.sort_values("node_energy_mJ").groupby(["j", "radio"], as_index=False).first()
     out["fig5"] = best[["j", "radio", "codec", "node_energy_mJ", "latency_ms", "mAP50", "payload_bytes"]]
     # Table I
-    out["table1"] = table1(done, feas)
-    out["headline"] = headline(done, feas)
+    out["table1"] = table1(done, feas, node_j)
+    out["headline"] = headline(done, feas, node_j)
     return out
 
 
-def table1(done: pd.DataFrame, feas: pd.DataFrame) -> pd.DataFrame:
-    """Best feasible split point (lowest energy) without / with pruning vs j=0 and j=6 on its radio and codec."""
+def table1(done: pd.DataFrame, feas: pd.DataFrame, node_j: int = 6) -> pd.DataFrame:
+    """Best feasible split point (lowest energy) without / with pruning vs all-in-edge (j=0) and all-in-node
+    (j=``node_j``) on its radio and codec."""
     rows = []
-    for label, pool in (("without pruning", feas[feas["j"].between(1, 5) & feas["unpruned"]]),
-                        ("with pruning", feas[feas["j"].between(1, 5)])):
+    split = feas["j"].between(1, node_j - 1)
+    for label, pool in (("without pruning", feas[split & feas["unpruned"]]), ("with pruning", feas[split])):
         if pool.empty:
             continue
         b = pool.sort_values("node_energy_mJ").iloc[0]
         fast = pool.sort_values("latency_ms").iloc[0]
         row: dict[str, Any] = {"case": label, "best energy point": _describe(b), "best latency point": _describe(fast)}
-        for base_j, name in ((0, "edge"), (6, "node")):
+        for base_j, name in ((0, "edge"), (node_j, "node")):
             ref = _same(done, base_j, b)
             ref_fast = _same(done, base_j, fast)
             e_ref = ref["node_energy_mJ"].min() if len(ref) else math.nan
@@ -121,17 +125,17 @@ def _describe(r: pd.Series) -> str:
     return f"j={int(r['j'])}{bits}{keep}, {r['radio']}/{r['codec']}"
 
 
-def headline(done: pd.DataFrame, feas: pd.DataFrame) -> pd.DataFrame:
+def headline(done: pd.DataFrame, feas: pd.DataFrame, node_j: int = 6) -> pd.DataFrame:
     """The paper's headline claims next to this study's figures, each with a sentence on the difference."""
     base = done["baseline_mAP50"].dropna()
     base_map = float(base.iloc[0]) if len(base) else math.nan
-    split = feas[feas["j"].between(1, 5)]
+    split = feas[feas["j"].between(1, node_j - 1)]
     good = split[split["mAP50"] >= 0.95 * base_map] if len(split) else split
-    unpruned = done[done["j"].between(1, 5) & done["unpruned"]].groupby("j")["node_macs"].max()
+    unpruned = done[done["j"].between(1, node_j - 1) & done["unpruned"]].groupby("j")["node_macs"].max()
     comp = [1 - m / unpruned[j] for j, m in zip(good["j"], good["node_macs"], strict=True) if j in unpruned]
     raw_image = done[done["j"] == 0]["raw_bytes"].max() if (done["j"] == 0).any() else math.nan
     data_red = 1 - good["payload_bytes"].min() / raw_image if len(good) and raw_image == raw_image else math.nan
-    t1 = table1(done, feas)
+    t1 = table1(done, feas, node_j)
     pr = t1[t1["case"] == "with pruning"] if "case" in t1 else t1
 
     def t(col: str) -> float:
@@ -139,7 +143,7 @@ def headline(done: pd.DataFrame, feas: pd.DataFrame) -> pd.DataFrame:
 
     none95 = ""
     if not len(good):
-        best = done[done["j"].between(1, 5)]["mAP50"].max()
+        best = done[done["j"].between(1, node_j - 1)]["mAP50"].max()
         none95 = (" No split point of this study reached 95 % of the baseline mAP" +
                   (f" (the best reached {best:.3f} of {base_map:.3f})." if best == best else "."))
 
@@ -213,9 +217,13 @@ def _table_html(df: pd.DataFrame) -> str:
 def write_report(study: optuna.Study, out_dir: Path, param_columns: tuple[str, ...]) -> Path:
     """Write ``report.html`` (plotly.js inlined once, so it opens offline)."""
     rows, _ = study_frames(study, param_columns)
-    data = report_data(rows) if len(rows) else {"n_trials": 0, "n_models": 0}
+    rec = StudyRecord.of(study)
+    node_j = rec.node_j if rec.node_j is not None else 6  # a study from before the model was recorded: Tiny-YOLOv3
+    data = report_data(rows, node_j) if len(rows) else {"n_trials": 0, "n_models": 0}
     out_dir.mkdir(parents=True, exist_ok=True)
+    model = f"Model: {html.escape(rec.model)}; " if rec.model else ""
     parts = [f"<h1>Split-CNN study {html.escape(study.study_name)}</h1>",
+             f"<p>{model}partition points j = 0 (all on the edge) ... {node_j} (all on the node).</p>",
              f"<p>{data['n_trials']} trials, {data['n_models']} evaluated models. Figures follow Saqib et al.; "
              "Table I compares the best feasible point with all-in-edge and all-in-node on the same radio and "
              "codec.</p>"]

@@ -22,8 +22,8 @@ from pathlib import Path
 import optuna
 from omegaconf import DictConfig
 
-from models import TinyYOLOv3Config, cut_points
-from objectives.baseline import train_baseline
+from models import DarknetError, DetectorConfig, cut_points
+from objectives.baseline import WeightsError, detector_config, load_baseline, train_baseline, weights_digest
 from objectives.device import resolve_device
 from objectives.objective import EvalSettings, evaluate_accuracy
 from search import drivers
@@ -49,8 +49,8 @@ class RunResult:
     primaries: int
 
 
-def model_config(rc: RunConfig, num_classes: int) -> TinyYOLOv3Config:
-    return TinyYOLOv3Config(num_classes=num_classes, input_size=rc.data.size, width=rc.model.width)
+def model_config(rc: RunConfig, num_classes: int) -> DetectorConfig:
+    return detector_config(rc.model, rc.data.size, num_classes)
 
 
 def _export(rc: RunConfig, study: optuna.Study, export_dir: Path) -> None:
@@ -60,6 +60,21 @@ def _export(rc: RunConfig, study: optuna.Study, export_dir: Path) -> None:
     if rc.mode != "export":
         write_report(study, export_dir, columns)
     print_summary(study, columns)
+
+
+def baseline_model(rc: RunConfig, train, data_key: str, cache_dir: Path, device):
+    """(the baseline, its name): the user's weights as they are (``model.weights``), or the detector trained here
+    (cached)."""
+    mcfg = model_config(rc, len(train.class_names))
+    if rc.model.weights:
+        try:
+            base = load_baseline(mcfg, rc.model.weights, train.class_names)
+        except (WeightsError, DarknetError) as e:
+            raise ConfigError(str(e)) from None
+        return base, f"{mcfg.name}.cfg + {base.path.name} (sha256 {weights_digest(base.path)})"
+    base = train_baseline(mcfg, train, data_key, rc.train.baseline, cache_dir, device, kmeans=rc.model.kmeans_anchors,
+                          progress=rc.progress)
+    return base, f"{mcfg.name}.cfg trained here ({base.path.name})"
 
 
 def drive(rc: RunConfig, study: optuna.Study, objective: Objective, table, base_map: float) -> int:
@@ -141,13 +156,15 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
 
     cache_dir = studies / "cache"
     train, val, data_key = load_data(rc.data, cache_dir)
-    base = train_baseline(model_config(rc, len(train.class_names)), train, data_key, rc.train.baseline, cache_dir,
-                          device, kmeans=rc.model.kmeans_anchors, progress=rc.progress)
+    base, model_name = baseline_model(rc, train, data_key, cache_dir, device)
     table = cut_points(base.model.cfg)
     study = lifecycle.open_study(rc, storage, sampler)
-    base_map = lifecycle.baseline_map(rc, study, f"{base.path.name}:{rc.eval.conf_threshold}:{rc.eval.nms_iou}",
+    StudyRecord(model=model_name, node_j=len(table) - 1).save(study)
+    base_map = lifecycle.baseline_map(rc, study, f"{model_name}:{rc.eval.conf_threshold}:{rc.eval.nms_iou}",
                                       base.model, val, device)
-    print(f"baseline mAP@0.5 = {base_map:.4f} ({'cached' if base.cached else f'trained in {base.seconds:.0f} s'}); "
+    how = "given weights, measured" if rc.model.weights else "cached" if base.cached else \
+        f"trained in {base.seconds:.0f} s"
+    print(f"model {model_name}: {len(table)} cut points; baseline mAP@0.5 = {base_map:.4f} ({how}); "
           f"constraint mAP@0.5 >= {base_map - rc.study.th:.4f}; storage {url}", flush=True)
 
     codecs = {n: load_profile("codec", n) for n in rc.space.codecs}

@@ -19,14 +19,16 @@ def param_columns(table: CutTable) -> tuple[str, ...]:
 
 def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig, table: CutTable) -> DesignPoint:
     """Sample a design point. Parameters that only exist for some j are only suggested there (conditional
-    space): ``bits``, ``keep_cut`` and ``keep_L<conv>`` where a feature map is cut (``table[j].is_split``)."""
+    space): ``bits`` and ``keep_L<conv>`` where a feature map is cut (``table[j].is_split``), ``keep_cut`` where
+    one conv makes the cut tensor (``table[j].conv``; a concatenation is pruned through its sources' keep_L)."""
     j = int(trial.suggest_categorical("j", space.partitions))
     bits, cut_keep, layer_keep = 8, 1.0, ()
     criterion = space.criteria[0]
     if table[j].is_split:
         bits = int(trial.suggest_categorical("bits", space.bits))
-        cut_keep = float(trial.suggest_float("keep_cut", space.cut_keep.low, space.cut_keep.high,
-                                             log=space.cut_keep.log))
+        if table[j].conv is not None:
+            cut_keep = float(trial.suggest_float("keep_cut", space.cut_keep.low, space.cut_keep.high,
+                                                 log=space.cut_keep.log))
         if space.prune_earlier:
             layer_keep = tuple(
                 (c, float(trial.suggest_float(f"keep_L{c}", space.layer_keep.low, space.layer_keep.high,
@@ -44,7 +46,8 @@ def params_of(point: DesignPoint, space: SpaceConfig, table: CutTable) -> dict[s
     p: dict[str, Any] = {"j": point.j}
     if table[point.j].is_split:
         p["bits"] = point.bits
-        p["keep_cut"] = point.cut_keep
+        if table[point.j].conv is not None:
+            p["keep_cut"] = point.cut_keep
         if space.prune_earlier:
             p.update({f"keep_L{c}": r for c, r in point.layer_keep})
         if len(space.criteria) > 1:

@@ -8,6 +8,7 @@ import sys
 import pytest
 import torch
 
+from models.detector import EMBEDDED
 from objectives.costs import EdgeProfile, ProcessorProfile
 from search.config import RunConfig
 from search.config import compose as run_config_from_overrides
@@ -40,8 +41,39 @@ def test_every_option_of_every_group_composes(group, tmp_path):
             over.append(f"data.data_yaml={tmp_path / 'd.yaml'}")
         if group == "data" and opt == "coco":
             over += [f"data.{k}={tmp_path}" for k in ("train_json", "val_json", "train_images", "val_images")]
+        if group == "model" and opt == "darknet":
+            (tmp_path / "my.cfg").write_text(EMBEDDED["yolov4-tiny"].read_text())
+            over.append(f"model.cfg={tmp_path / 'my.cfg'}")
         rc = run_config_from_overrides(over)
         assert isinstance(rc, RunConfig), (group, opt)
+
+
+def test_partitions_come_from_the_models_cut_table():
+    assert run_config_from_overrides([]).space.partitions == list(range(7))  # the paper's j = 0..6
+    assert run_config_from_overrides(["model=yolov4_tiny"]).space.partitions == list(range(11))
+    all_v3 = run_config_from_overrides(["model.partition_layers=null"])
+    assert all_v3.space.partitions == list(range(11))  # every single-tensor cut of yolov3-tiny
+    assert run_config_from_overrides(["model=yolov4_tiny", "space.partitions=[0,9,10]"]).space.partitions == [0, 9, 10]
+
+
+@pytest.mark.parametrize("over,match", [
+    (["model.cfg=/nonexistent/x.cfg"], r"^model\.cfg='/nonexistent/x\.cfg': no such file"),
+    (["space.partitions=[0,7]"], r"^space\.partitions: 7 not in \[0, 1, 2, 3, 4, 5, 6\]"),
+    (["model=yolov4_tiny", "model.partition_layers=[-1,3,37]"], r"^model\.partition_layers: partitions="),
+    (["model.weights=/x.weights", "model.width=0.5"], r"^model\.width=0\.5 with model\.weights"),
+    (["model.box=yolo"], r"^model\.box='yolo' not in"),
+])
+def test_bad_model_settings_are_one_line(over, match):
+    with pytest.raises(ConfigError, match=match) as e:
+        run_config_from_overrides(over)
+    assert "\n" not in str(e.value)
+
+
+def test_a_broken_cfg_names_file_and_line(tmp_path):
+    bad = tmp_path / "bad.cfg"
+    bad.write_text(EMBEDDED["yolov3-tiny"].read_text().replace("[upsample]", "[dropout]"))
+    with pytest.raises(ConfigError, match=r"^model\.cfg='.*bad\.cfg': .*bad\.cfg:\d+: \[dropout\] is not a supported"):
+        run_config_from_overrides(["model=darknet", f"model.cfg={bad}"])
 
 
 @pytest.mark.parametrize("kind,key", [("node", "platform/node"), ("edge", "platform/edge")])
