@@ -160,12 +160,12 @@ def _int(s: Section, key: str, path: str, default: int | None = None) -> int:
         raise DarknetError(f"{path}:{s.line}: [{s.kind}] {key}={v!r} is not an integer") from None
 
 
-def _ints(s: Section, key: str, path: str) -> list[int]:
+def _ints(s: Section, key: str, path: str, kind: type = int) -> list:
     v = s.get(key)
     if v is None:
         raise DarknetError(f"{path}:{s.line}: [{s.kind}] needs {key}=")
     try:
-        return [int(float(x)) for x in re.split(r"[,\s]+", v.strip()) if x]
+        return [kind(x) if kind is float else int(float(x)) for x in re.split(r"[,\s]+", v.strip()) if x]
     except ValueError:
         raise DarknetError(f"{path}:{s.line}: [{s.kind}] {key}={v!r} is not a list of numbers") from None
 
@@ -242,7 +242,7 @@ def layer_specs(cfg: DarknetCfg, size: int | None = None, num_classes: int | Non
             f = _int(s, "stride", p, 2)
             out, args = (prev[0], prev[1] * f, prev[2] * f), dict(stride=f)
         else:  # yolo
-            mask, anchors = _ints(s, "mask", p), _ints(s, "anchors", p)
+            mask, anchors = _ints(s, "mask", p), _ints(s, "anchors", p, float)  # darknet reads anchors with atof
             classes = num_classes if num_classes is not None else _int(s, "classes", p, 80)
             if len(anchors) % 2 or any(m >= len(anchors) // 2 for m in mask):
                 raise DarknetError(f"{p}:{s.line}: [yolo] mask={mask} does not index anchors={anchors}")

@@ -164,3 +164,33 @@ class DetectorConfig:
         """The darknet layer that ends the node part at each partition point j (``partitions`` or the graph's
         single-tensor cuts)."""
         return self.partitions if self.partitions is not None else tuple(single_tensor_cuts(list(self.specs())))
+
+
+def darknet_cfg_text(cfg: DetectorConfig) -> str:
+    """The cfg text of ``cfg`` as darknet would read it: the source cfg with each conv's ``filters`` at this width
+    and class count, ``[net]`` width/height at the input size, and ``[yolo]`` classes and anchors (in pixels at
+    that size) replaced. With :func:`models.darknet.save_darknet` it makes a cfg/weights pair of a model trained
+    here (note: darknet decodes boxes with ``exp``, so a ``box="v5"`` model must be loaded back with box=v5)."""
+    specs = cfg.specs()
+    anchors = cfg.scaled_anchors.tolist()
+    anchor_text = ", ".join(f"{w!r},{h!r}" for w, h in anchors)  # repr: the float32 values round-trip exactly
+    out, layer, kind = [], -1, None
+    for raw in Path(cfg.path).read_text().splitlines():
+        line = raw.split("#", 1)[0].split(";", 1)[0].strip()
+        if line.startswith("["):
+            kind = line[1:-1].strip().lower()
+            layer += kind != "net"
+            out.append(raw)
+            continue
+        key = line.split("=", 1)[0].strip().lower() if "=" in line else None
+        if kind == "net" and key in ("width", "height"):
+            out.append(f"{key}={cfg.input_size}")
+        elif kind == "convolutional" and key == "filters":
+            out.append(f"filters={specs[layer].out[0]}")
+        elif kind == "yolo" and key == "classes":
+            out.append(f"classes={cfg.num_classes}")
+        elif kind == "yolo" and key == "anchors":
+            out.append(f"anchors = {anchor_text}")
+        else:
+            out.append(raw)
+    return "\n".join(out) + "\n"
