@@ -311,14 +311,24 @@ class DarknetConv(nn.Sequential):
 
 
 class DarknetMaxPool(nn.Module):
+    """[maxpool]: darknet pads ``padding`` (default size - 1) cells, ``padding // 2`` of them left/top, with -inf.
+
+    Replicate padding gives the same maxima whenever every window holds a real cell (padding < size, darknet's
+    default), and padding is skipped where no window reaches it (a 2x2/2 pool of an even map)."""
+
     def __init__(self, size: int, stride: int, padding: int) -> None:
         super().__init__()
         self.size, self.stride, self.padding = size, stride, padding
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        lo = self.padding // 2
-        x = F.pad(x, (lo, self.padding - lo, lo, self.padding - lo), value=float("-inf"))
-        return F.max_pool2d(x, self.size, self.stride)
+        lo, hi = self.padding // 2, self.padding - self.padding // 2
+        k, s = self.size, self.stride
+        if lo or any((n + self.padding - k) // s != (n - k) // s for n in x.shape[-2:]):
+            if self.padding < k:
+                x = F.pad(x, (lo, hi, lo, hi), mode="replicate")
+            else:
+                x = F.pad(x, (lo, hi, lo, hi), value=float("-inf"))
+        return F.max_pool2d(x, k, s)
 
 
 class RouteLayer(nn.Module):

@@ -227,7 +227,7 @@ class YOLOLoss:
                 ps = p[img, a, gj, gi]
                 s = cfg.scale(i)
                 pxy = ps[:, :2].sigmoid() * s - (s - 1) / 2
-                pwh = cfg.wh(ps[:, 2:4], anchors[a] / stride)
+                pwh = cfg.wh(ps[:, 2:4], anchors[a]) / stride
                 pbox = xywh_to_xyxy(torch.cat([pxy, pwh], 1))
                 iou, giou = bbox_giou(pbox, xywh_to_xyxy(tbox))
                 lbox = lbox + (1.0 - giou).mean()

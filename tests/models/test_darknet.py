@@ -265,3 +265,17 @@ def test_darknet_decoding_follows_darknets_formulas():
     with torch.no_grad():
         dets = postprocess(decode(model(torch.rand(2, 3, 160, 160)), head), conf_threshold=0.0, max_det=7)
     assert len(dets) == 2 and all(x.shape == (7, 6) for x in dets)  # (5 x 5 + 10 x 10) x 3 candidates each
+
+
+@pytest.mark.parametrize("size,stride,hw", [(2, 1, 13), (2, 2, 26), (2, 2, 13), (3, 1, 10), (3, 2, 9), (5, 1, 7)])
+def test_maxpool_equals_darknets_minus_inf_padding(size, stride, hw):
+    from models.darknet import DarknetMaxPool
+
+    x = torch.randn(2, 3, hw, hw)
+    pad = size - 1  # darknet's default padding
+    lo = pad // 2
+    ref = torch.nn.functional.max_pool2d(
+        torch.nn.functional.pad(x, (lo, pad - lo, lo, pad - lo), value=float("-inf")), size, stride)
+    out = DarknetMaxPool(size, stride, pad)(x)
+    assert out.shape == ref.shape and torch.equal(out, ref)
+    assert out.shape[-1] == (hw + pad - size) // stride + 1
