@@ -13,7 +13,7 @@ class DesignPoint:
 
     Attributes:
         j: partition point (an index of the model's cut-point table).
-        bits: interface bits (ignored at j=0, which sends 8-bit pixels, and j=6, which sends detections).
+        bits: interface bits (ignored at j=0, which sends 8-bit pixels, and at the last j, which sends detections).
         cut_keep: share of the cut conv's channels kept (step 1); 1.0 = unpruned.
         layer_keep: (darknet conv, share kept) for the earlier node convs (step 2).
         criterion: pruning importance criterion.

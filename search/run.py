@@ -158,7 +158,7 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
     train, val, data_key = load_data(rc.data, cache_dir)
     base, model_name = baseline_model(rc, train, data_key, cache_dir, device)
     table = cut_points(base.model.cfg)
-    study = lifecycle.open_study(rc, storage, sampler)
+    study = lifecycle.open_study(rc, storage, sampler, model_name)
     StudyRecord(model=model_name, node_j=len(table) - 1).save(study)
     base_map = lifecycle.baseline_map(rc, study, f"{model_name}:{rc.eval.conf_threshold}:{rc.eval.nms_iou}",
                                       base.model, val, device)

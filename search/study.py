@@ -50,15 +50,16 @@ def load(rc: RunConfig, storage: optuna.storages.BaseStorage, url: str) -> optun
         raise ConfigError(f"study.name={rc.study.name!r}: no such study in {url}") from None
 
 
-def open_study(rc: RunConfig, storage: optuna.storages.BaseStorage,
-               sampler: optuna.samplers.BaseSampler) -> optuna.Study:
-    """Create or resume the study; warn when it was created with another space or measured with other settings."""
+def open_study(rc: RunConfig, storage: optuna.storages.BaseStorage, sampler: optuna.samplers.BaseSampler,
+               model: str = "") -> optuna.Study:
+    """Create or resume the study; warn when it was created with another space or measured with other settings.
+    ``model`` names the baseline (its weights' digest), so other weights under the same path count as a change."""
     study = optuna.create_study(study_name=rc.study.name, storage=storage, sampler=sampler,
                                 directions=["minimize", "minimize"], load_if_exists=True)
     study.set_metric_names(list(OBJECTIVES))
     old = StudyRecord.of(study)
     space = repr(rc.space)
-    measured_with = repr((rc.data, rc.model, rc.train, rc.eval))  # what an accuracy result depends on
+    measured_with = repr((rc.data, rc.model, rc.train, rc.eval, model))  # what an accuracy result depends on
     if old.space not in (None, space):
         log.warning("the space differs from the one this study was created with; old trials are kept")
     if old.accuracy_settings not in (None, measured_with):

@@ -29,9 +29,9 @@ class NodeWork:
     """What one evaluated design point asks of the node, in plain numbers.
 
     Attributes:
-        j: partition point (0 sends the image, 6 sends detections).
+        j: partition point (0 sends the image, the last one - Tiny-YOLOv3's 6 - sends detections).
         node_macs, edge_macs: MACs on each side.
-        feature_values: values quantized at the cut (C*H*W; 0 at j=0 and j=6, where nothing is quantized).
+        feature_values: values quantized at the cut (C*H*W; 0 where the image or the detections are sent).
         raw_bytes: bytes before the codec (packed codes, the 8-bit image, or the detection rows).
         payload_bytes: bytes sent, after the codec, header included.
         weight_count: parameters on the node; peak_activation_values: largest layer input + output.

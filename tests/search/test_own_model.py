@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 import torch
+from PIL import Image
 
 from models import Darknet, TinyYOLOv3Config, save_darknet
 from models.detector import DetectorConfig, darknet_cfg_text
 from objectives.baseline import WeightsError, load_baseline, weights_digest
+from objectives.data.synthetic import load as load_set
 from search.record import StudyRecord
 from tests.search.test_study import QUICK, cli, load, primaries
 
@@ -34,29 +37,50 @@ def trained(tmp_path_factory):
                 c.bn.running_var += c.bn.eps - 1e-5
     root = studies.parent / "mine"
     root.mkdir()
+    for split in ("train", "val"):  # the quick study's data as a user's YOLO folder (PNG: the same pixels)
+        ds = load_set(next((studies / "cache").glob(f"synthetic-*-{split}.npz")))
+        (root / "images" / split).mkdir(parents=True)
+        (root / "labels" / split).mkdir(parents=True)
+        for k, (img, lab) in enumerate(zip(ds.images, ds.labels, strict=True)):
+            Image.fromarray(img).save(root / "images" / split / f"{k:04d}.png")
+            (root / "labels" / split / f"{k:04d}.txt").write_text(
+                "".join(f"{int(c)} {x!r} {y!r} {w!r} {h!r}\n" for c, x, y, w, h in lab.tolist()))
+    (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames: [foot]\n")
     (root / "feet.cfg").write_text(darknet_cfg_text(mcfg))
     save_darknet(model, root / "feet.weights")
     torch.save(model.state_dict(), root / "feet.pt")
     return studies, root, StudyRecord.of(load(studies)).baseline_mAP50
 
 
-@pytest.mark.parametrize("weights", ["feet.weights", "feet.pt"])
-def test_users_weights_are_the_baseline(trained, tmp_path, weights):
+@pytest.mark.parametrize("weights,data", [("feet.weights", "yolo"), ("feet.pt", "tiny")])
+def test_users_weights_are_the_baseline(trained, tmp_path, weights, data):
     src, root, trained_map = trained
     studies = tmp_path / "studies"
-    p = cli(studies, "model=darknet", f"model.cfg={root / 'feet.cfg'}", f"model.weights={root / weights}",
-            "model.box=v5", "study.n_trials=2")
+    data_args = ["data=yolo", f"data.data_yaml={root / 'data.yaml'}", "data.size=64"] if data == "yolo" else []
+    wpath = tmp_path / weights
+    shutil.copy(root / weights, wpath)
+    p = cli(studies, "model=darknet", f"model.cfg={root / 'feet.cfg'}", f"model.weights={wpath}",
+            "model.box=v5", "study.n_trials=2", *data_args)
     assert not list((studies / "cache").glob("baseline-*.pt"))  # nothing was trained
     rec = StudyRecord.of(load(studies))
     # the same network, measured on the same validation set: the trained baseline's mAP
     assert rec.baseline_mAP50 == pytest.approx(trained_map, abs=2e-3)
-    digest = weights_digest(root / weights)
+    digest = weights_digest(wpath)
     assert rec.model == f"feet.cfg + {weights} (sha256 {digest})" and len(digest) == 12
     assert f"model feet.cfg + {weights}" in p.stdout and "given weights, measured" in p.stdout
     meta = json.loads((studies / "quick" / "pareto.json").read_text())
     assert meta["model"] == rec.model and meta["baseline_mAP50"] == rec.baseline_mAP50
     assert "feet.cfg" in (studies / "quick" / "report.html").read_text()
     assert len(primaries(load(studies))) == 2
+    if weights == "feet.pt":  # other weights under the same path are other settings: the study says so
+        sd = torch.load(wpath, weights_only=True)
+        sd["layers.0.0.weight"] = sd["layers.0.0.weight"] * 0.5
+        torch.save(sd, wpath)
+        p = cli(studies, "model=darknet", f"model.cfg={root / 'feet.cfg'}", f"model.weights={wpath}",
+                "model.box=v5", "study.n_trials=2", *data_args)
+        assert "settings differ from those this study's trials were measured with" in p.stdout + p.stderr
+        new = weights_digest(wpath)
+        assert new != digest and StudyRecord.of(load(studies)).model.endswith(f"(sha256 {new})")
 
 
 def test_quick_study_on_yolov4_tiny(tmp_path):
