@@ -43,6 +43,7 @@ def prune(
     criterion: str = "l1",
     example_input: torch.Tensor | None = None,
     loss_fn: Callable[[nn.Module], torch.Tensor] | None = None,
+    kept: dict[int, list[int]] | None = None,
 ) -> dict[int, tuple[int, int]]:
     """Prune node convs of ``split_model`` in place.
 
@@ -56,6 +57,8 @@ def prune(
             None).
         loss_fn: required for ``taylor``: called once on the model, its loss is back-propagated to get the
             gradients the criterion reads.
+        kept: if given, filled with darknet conv index -> the indices (into its unpruned output channels, ascending)
+            of the channels each pruned conv keeps.
 
     Returns:
         darknet conv index -> (channels before, channels after) for every pruned conv.
@@ -109,6 +112,9 @@ def prune(
                     for d in torch.argsort(scores[s * n:(s + 1) * n], stable=True)[: (c - k) // g].tolist()]
             graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=sorted(drop)).prune()
             done[i] = (c, conv.out_channels)
+            if kept is not None:
+                gone = set(drop)
+                kept[i] = [k for k in range(c) if k not in gone]
         if criterion == "taylor":
             split_model.zero_grad(set_to_none=True)
     finally:

@@ -86,8 +86,10 @@ def _images(data: ImageSet, n: int) -> torch.Tensor:
 
 
 def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSet,
-                      s: EvalSettings, device: torch.device) -> AccuracyResult:
-    """Split, calibrate, prune (step 1 + 2), fine-tune and measure one design point."""
+                      s: EvalSettings, device: torch.device, trained: dict | None = None) -> AccuracyResult:
+    """Split, calibrate, prune (step 1 + 2), fine-tune and measure one design point. With ``trained`` (a dict), it
+    also receives the trained split model (``model``, on the CPU) and the kept channel indices of every pruned
+    conv (``kept``), for keeping the weights."""
     t0 = time.time()
     cfg, ev = baseline.cfg, s.eval
     head, table = cfg.head(), cut_points(cfg)
@@ -103,7 +105,10 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
             imgs, targets = next(iter(Batches(train, 32, device=device)))
             loss_fn = lambda m: yl(m(imgs), targets)[0]  # noqa: E731
         sm.to(device)
-        done = prune(sm, keep, point.criterion, example_input=calib[:1].to(device), loss_fn=loss_fn)
+        kept_idx: dict[int, list[int]] = {}
+        done = prune(sm, keep, point.criterion, example_input=calib[:1].to(device), loss_fn=loss_fn, kept=kept_idx)
+        if trained is not None:
+            trained["kept"] = kept_idx
         kept = {str(k): [int(a), int(b)] for k, (a, b) in done.items()}
         sm.calibrate(calib, device, s.model.range_percentile)  # the cut feature changed: re-calibrate mu and max
     tune = s.train.finetune_enabled and sm.cut_point.is_split
@@ -122,6 +127,9 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
                        device=device)
     macs = sm.macs()
     sm.cpu()
+    if trained is not None:
+        trained["model"] = sm
+        trained.setdefault("kept", {})
     c, h, w = sm.cut_shape()
     weights = sum(p.numel() for p in sm.node.parameters())
     edge_ms = None

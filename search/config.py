@@ -25,7 +25,7 @@ from objectives.baseline import detector_config
 from objectives.settings import EvalConfig, ModelConfig, TrainSettings
 from search.profiles import CONF_DIR, ConfigError, _build, available, load_profile, profile_from_dict
 
-MODES = ("optimize", "export", "report")
+MODES = ("optimize", "export", "report", "deploy")
 
 
 def _subset(key: str, values: list[Any], allowed: list[Any]) -> None:
@@ -177,6 +177,19 @@ class StorageConfig:
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    """``mode=deploy``: ``trial`` = the trial number to deploy (None: the lowest-energy feasible Pareto point);
+    ``max_frame_bytes``: the largest request frame the edge server accepts (written into the bundle)."""
+
+    trial: Optional[int]  # noqa: UP045
+    max_frame_bytes: int
+
+    def __post_init__(self) -> None:
+        if self.max_frame_bytes < 1024:
+            raise ConfigError(f"deploy.max_frame_bytes={self.max_frame_bytes} must be >= 1024")
+
+
+@dataclass(frozen=True)
 class PlatformConfig:
     node: Any
     edge: Any
@@ -191,6 +204,7 @@ class RunConfig:
     train: TrainSettings
     eval: EvalConfig
     storage: StorageConfig
+    deploy: DeployConfig
     platform: PlatformConfig
     mode: str
     workers: int
@@ -208,7 +222,7 @@ class RunConfig:
 
 
 _SECTIONS = {"study": StudyConfig, "space": SpaceConfig, "data": DataConfig, "model": ModelConfig,
-             "train": TrainSettings, "eval": EvalConfig, "storage": StorageConfig}
+             "train": TrainSettings, "eval": EvalConfig, "storage": StorageConfig, "deploy": DeployConfig}
 _SCALARS = {"mode": str, "workers": int, "device": str, "studies_dir": str, "progress": bool}
 
 

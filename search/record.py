@@ -207,3 +207,18 @@ def records(study: optuna.Study, states: tuple[TrialState, ...] | None = None) -
 def count_primaries(study: optuna.Study) -> int:
     """Primary trials that count towards ``study.n_trials`` (see :attr:`TrialRecord.counts`)."""
     return sum(r.counts for r in records(study, (TrialState.COMPLETE, TrialState.FAIL)))
+
+
+def front_keys(study: optuna.Study) -> set[str]:
+    """Accuracy keys of the current feasible Pareto front (Optuna's constraint-aware ``best_trials``)."""
+    if not study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+        return set()
+    return {r.accuracy.key for t in study.best_trials if (r := TrialRecord.from_trial(t)).accuracy is not None}
+
+
+def anchor_keys(study: optuna.Study) -> set[str]:
+    """Accuracy keys of the unpruned evaluated points (j=0, the all-node point and each unpruned split)."""
+    from search.deploy.store import is_anchor
+
+    return {r.accuracy.key for r in records(study, (TrialState.COMPLETE,))
+            if r.accuracy is not None and is_anchor(r.accuracy.key)}

@@ -12,6 +12,7 @@ evaluations. Exports and the report read the records back.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import resource
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
+import torch
 from omegaconf import DictConfig
 
 from models import DarknetError, DetectorConfig, cut_points
@@ -30,10 +32,11 @@ from search import drivers
 from search import study as lifecycle
 from search.config import RunConfig, load_run_config
 from search.data import load_data
+from search.deploy.store import WeightStore
 from search.export import export_all, print_summary
 from search.objective import Objective, Pricing, Shared
 from search.profiles import ConfigError, load_profile
-from search.record import StudyRecord, count_primaries
+from search.record import StudyRecord, TrialRecord, anchor_keys, count_primaries, front_keys
 from search.report import write_report
 from search.space import baseline_points, param_columns, params_of
 from search.storage import make_storage
@@ -60,6 +63,62 @@ def _export(rc: RunConfig, study: optuna.Study, export_dir: Path) -> None:
     if rc.mode != "export":
         write_report(study, export_dir, columns)
     print_summary(study, columns)
+    store = WeightStore(export_dir / "models")
+    keep = front_keys(study)
+    if store.folder.is_dir() and keep:
+        store.retain(keep | {k for k in anchor_keys(study)})
+        print(f"kept weights: {len(list(store.folder.glob('*.pt')))} models, {store.size_bytes() / 2**20:.1f} MiB in "
+              f"{store.folder}/", flush=True)
+
+
+def deploy(rc: RunConfig, study: optuna.Study, export_dir: Path) -> Path:
+    """``mode=deploy``: the bundle of ``deploy.trial`` (or the lowest-energy feasible Pareto point)."""
+    from search.deploy.bundle import DeployError, rebuild, write_bundle
+
+    store = WeightStore(export_dir / "models")
+    if rc.deploy.trial is None:
+        front = sorted(study.best_trials, key=lambda t: t.values[0]) if study.get_trials(
+            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) else []
+        if not front:
+            raise ConfigError(f"deploy: study {rc.study.name} has no feasible Pareto point; "
+                              f"pick one with deploy.trial=N")
+        trial = front[0]
+    else:
+        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+        trial = trials.get(rc.deploy.trial)
+        if trial is None or trial.state != optuna.trial.TrialState.COMPLETE:
+            raise ConfigError(f"deploy.trial={rc.deploy.trial}: not a complete trial of study {rc.study.name}")
+    rec = TrialRecord.from_trial(trial)
+    if rec.accuracy is None or not store.path(rec.accuracy.key).is_file():
+        key = rec.accuracy.key if rec.accuracy else "?"
+        raise ConfigError(f"deploy.trial={trial.number}: no kept weights for {key} in {store.folder}/ (kept: the "
+                          f"feasible Pareto front and the unpruned anchors)")
+    studies = Path(rc.studies_dir)
+    train, val, _ = load_data(rc.data, studies / "cache")
+    base, model_name = baseline_model(rc, train, "", studies / "cache", resolve_device("cpu"))
+    blob = store.load(rec.accuracy.key)
+    bits = int(trial.params.get("bits", 8))
+    sm = rebuild(base.model, blob, bits, rc.model.recon)
+    codec = load_profile("codec", rec.codec)
+    info = {"study": rc.study.name, "trial": trial.number, "key": rec.accuracy.key, "model": model_name,
+            "mAP50": rec.mAP50, "mAP50_95": rec.mAP50_95, "payload_bytes": rec.payload_bytes,
+            "payload_mean_bytes": rec.accuracy.payload_mean_bytes.get(codec.codec),
+            "payload_images": rc.eval.payload_images,
+            "codec": {"name": rec.codec, "algorithm": codec.codec}, "radio": rec.radio,
+            "platform": {"node": rc.platform.node.name, "edge": rc.platform.edge.name},
+            "node_energy_mJ": trial.values[0], "latency_ms": trial.values[1],
+            "class_names": list(train.class_names), "data": dataclasses.asdict(rc.data),
+            "eval": {"conf_threshold": rc.eval.conf_threshold, "nms_iou": rc.eval.nms_iou,
+                     "payload_conf_threshold": rc.eval.payload_conf_threshold, "max_det": 100},
+            "max_frame_bytes": rc.deploy.max_frame_bytes}
+    images = torch.from_numpy(val.images[:8]).permute(0, 3, 1, 2).float() / 255
+    try:
+        out = write_bundle(export_dir / "deploy" / str(trial.number), sm, blob, info, images)
+    except DeployError as e:
+        raise ConfigError(str(e)) from None
+    print(f"deploy: trial {trial.number} ({rec.accuracy.key}, {rec.radio}/{rec.codec}, mAP@0.5 {rec.mAP50:.4f}, "
+          f"{rec.payload_bytes} B) -> {out}/", flush=True)
+    return out
 
 
 def baseline_model(rc: RunConfig, train, data_key: str, cache_dir: Path, device):
@@ -145,6 +204,10 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
         sampler = lifecycle.make_sampler(rc)
         device = resolve_device(rc.device)
     storage, url = make_storage(rc.storage, rc.study.name, studies)
+    if rc.mode == "deploy":
+        study = lifecycle.load(rc, storage, url)
+        out = deploy(rc, study, export_dir)
+        return RunResult(study, url, out, StudyRecord.of(study).baseline_mAP50, count_primaries(study))
     if rc.mode in ("export", "report"):
         study = lifecycle.load(rc, storage, url)
         if rc.mode == "export":
@@ -177,8 +240,15 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
         AttrHeartbeat(rc.storage.heartbeat_interval, rc.storage.grace_period) if rc.storage.kind == "journal"
         and rc.storage.heartbeat_interval else None,
         rc.study.n_trials if rc.study.protocol == "search" else None)
-    objective = Objective(study, rc.space, table, pricing,
-                          lambda p: evaluate_accuracy(p, base.model, train, val, settings, device), algorithms, shared)
+    store = WeightStore(export_dir / "models")
+
+    def evaluate(point):  # measure the point and keep its trained weights (studies/<study>/models/)
+        trained: dict = {}
+        acc = evaluate_accuracy(point, base.model, train, val, settings, device, trained)
+        store.save(acc.key, trained["model"], trained["kept"])
+        return acc
+
+    objective = Objective(study, rc.space, table, pricing, evaluate, algorithms, shared)
     interrupted = lifecycle.recover(study, rc.study.single_worker, shared.liveness if shared else None)
     if interrupted:
         print(f"resumed: {interrupted} interrupted trial(s) failed and queued again", flush=True)

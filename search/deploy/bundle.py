@@ -1,0 +1,201 @@
+"""``python -m search mode=deploy``: one complete trial of a study -> ``studies/<study>/deploy/<trial>/``.
+
+The bundle holds ``node.onnx`` (image -> the cut tensor, pruned channels removed; absent where the node sends the
+image), ``edge.onnx`` (de-quantized cut tensor -> raw head outputs; absent where the node sends detections; at the
+detections cut ``node.onnx`` returns the raw heads), ``interface.json`` (everything both sides must agree on) and a
+``README.md`` for whoever implements the node in C. Both ONNX files are checked with ``onnx.checker`` and, run with
+onnxruntime on validation images, must equal the torch split within 1e-4 relative, or the bundle is not written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.codec import FORMAT_VERSION, HEADER_BYTES, get_codec
+from models.split import SplitModel, split
+from search.deploy.store import load_pruned
+
+BUNDLE_VERSION = 1
+RTOL = 1e-4
+
+
+class DeployError(ValueError):
+    """A trial that cannot be deployed; one line naming it and why."""
+
+
+def rebuild(baseline: nn.Module, blob: dict, bits: int, recon: str) -> SplitModel:
+    """The trained split model of a kept weights file (see :mod:`search.deploy.store`)."""
+    sm = split(baseline, int(blob["j"]), bits=bits, recon=recon)
+    return load_pruned(sm, blob["state_dict"]).eval()
+
+
+def cut_channel_indices(sm: SplitModel, kept: dict[str, list[int]]) -> list[int]:
+    """Indices, into the unpruned cut tensor's channels, of the channels the node sends (ascending)."""
+    p, specs = sm.cut_point, sm.cfg.specs()
+    if not p.is_split:
+        return list(range(p.channels))
+
+    def chans(i: int) -> list[int]:  # kept indices of layer i's output, in the unpruned numbering
+        sp = specs[i]
+        if sp.kind == "convolutional":
+            return kept.get(str(i), list(range(sp.out[0])))
+        if sp.kind in ("maxpool", "upsample"):
+            return chans(sp.inputs[0])
+        if sp.kind == "route":
+            out, off = [], 0
+            g, gid = sp.args["groups"], sp.args["group_id"]
+            for s in sp.inputs:
+                n = specs[s].out[0] // g
+                out += [off + k - gid * n for k in chans(s) if gid * n <= k < (gid + 1) * n]
+                off += n
+            return out
+        return chans(sp.inputs[0])
+
+    return chans(p.tensor)
+
+
+def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, outputs: list[str]) -> None:
+    import onnx
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=outputs,
+                          dynamic_shapes=({0: torch.export.Dim("batch", max=1024)},), dynamo=True,
+                          external_data=False, verbose=False)
+    onnx.checker.check_model(onnx.load(str(path)), full_check=True)
+
+
+def _check(path: Path, module: nn.Module, x: torch.Tensor) -> float:
+    """Largest |onnx - torch| / max|torch| over the outputs on ``x``."""
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        ref = module(x)
+    ref = ref if isinstance(ref, (list, tuple)) else [ref]
+    return max(float(np.abs(g - r.numpy()).max() / max(float(r.abs().max()), 1e-12)) for g, r in zip(got, ref,
+                                                                                                     strict=True))
+
+
+def recon_table(sm: SplitModel) -> list[float]:
+    """The float the edge puts in place of each code 0 .. 2**bits - 1 (Eq. 6, midpoints or centroids)."""
+    iface = sm.interface
+    codes = torch.arange(2 ** iface.bits, dtype=torch.uint8)
+    return [float(v) for v in iface.dequantize(codes)]
+
+
+def write_bundle(out: Path, sm: SplitModel, blob: dict, info: dict[str, Any], images: torch.Tensor) -> Path:
+    """Export ``sm`` (rebuilt from ``blob``) with ``info`` (study, trial, data, costs ...) into ``out``."""
+    p = sm.cut_point
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    x = images[:8].float()
+    files, errors = {}, {}
+    with torch.no_grad():
+        feat = sm.node(x) if not p.sends_image else x
+    if not p.sends_image:
+        outs = [f"heads_{i}" for i in range(len(sm.cfg.yolo_layers))] if p.sends_detections else ["cut"]
+        _export(sm.node, x[:2], tmp / "node.onnx", "image", outs)
+        errors["node"] = _check(tmp / "node.onnx", sm.node, x)
+        files["node"] = "node.onnx"
+    if not p.sends_detections:
+        iface = sm.interface
+        deq = iface.dequantize(iface.quantize(feat)).float()
+        _export(sm.edge, deq[:2], tmp / "edge.onnx", "cut", [f"heads_{i}" for i in range(len(sm.cfg.yolo_layers))])
+        errors["edge"] = _check(tmp / "edge.onnx", sm.edge, deq)
+        files["edge"] = "edge.onnx"
+    bad = {k: v for k, v in errors.items() if not v <= RTOL}
+    if bad:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DeployError(f"onnxruntime differs from torch by {bad} (relative) > {RTOL}: bundle not written")
+    head = sm.cfg.head()
+    c, h, w = sm.cut_shape()
+    iface = sm.interface
+    spec = {
+        "format_version": BUNDLE_VERSION,
+        "payload_format_version": FORMAT_VERSION,
+        "payload_header_bytes": HEADER_BYTES,
+        **info,
+        "j": p.j, "cut_layer": p.layer, "kind": p.kind,
+        "bits": int(iface.bits) if p.is_split else (8 if p.sends_image else 16),
+        "mu": float(iface.mu) if not p.sends_detections else 0.0,
+        "max": float(iface.max) if not p.sends_detections else 0.0,
+        "recon": getattr(iface, "recon", None) if p.is_split else None,
+        "reconstruction_table": recon_table(sm) if p.is_split else None,
+        "cut_shape": [c, h, w],
+        "kept_channels": cut_channel_indices(sm, blob.get("kept", {})) if p.is_split else None,
+        "input_size": sm.cfg.input_size,
+        "head": {**{k: v for k, v in asdict(head).items() if k in ("num_classes", "anchors", "masks", "strides",
+                                                                     "scale_xy", "box")}},
+        "files": files,
+        "onnx_vs_torch_max_relative_error": errors,
+    }
+    (tmp / "interface.json").write_text(json.dumps(spec, indent=1))
+    (tmp / "README.md").write_text(node_readme(spec))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.replace(out)
+    return out
+
+
+def node_readme(spec: dict) -> str:
+    c, h, w = spec["cut_shape"]
+    kind = spec["kind"]
+    codec = spec["codec"]
+    level = get_codec(codec["algorithm"]).default_level
+    what = {"image": "the 8-bit RGB input image itself (no node.onnx)",
+            "features": f"the output of node.onnx: a {c}x{h}x{w} float feature map, quantized to {spec['bits']} bits",
+            "detections": "the detections decoded from node.onnx's raw heads (anchors, masks and strides in "
+                          "interface.json's head), as u16 rows"}[kind]
+    return f"""# Split-CNN node: study {spec['study']}, trial {spec['trial']}
+
+Chosen for radio `{spec['radio']}` on node `{spec['platform']['node']}`; mAP@0.5 {spec['mAP50']:.4f} in the search,
+{spec['payload_bytes']} payload bytes per image ({codec['name']}).
+
+The node sends {what}.
+
+## Payload (what goes on the air; `models/codec.py` is the reference)
+
+24-byte little-endian header, then the body:
+
+| offset | field | type | this design |
+|---|---|---|---|
+| 0 | magic | 2 bytes | `SP` |
+| 2 | version | u8 | {spec['payload_format_version']} |
+| 3 | kind | u8 | {0 if kind != 'detections' else 1} (0 = feature map / image, 1 = detections) |
+| 4 | codec | u8 | 0 none, 1 zlib, 2 zstd, 3 lzma (`{codec['algorithm']}` here; sent as none where it would grow) |
+| 5 | bits | u8 | {spec['bits']} |
+| 6 | C, H, W | 3 x u16 | {c}, {h}, {w} (detections: N rows, 6, 1) |
+| 12 | mu | f32 | {spec['mu']!r} |
+| 16 | max | f32 | {spec['max']!r} |
+| 20 | crc32 | u32 | zlib CRC-32 of bytes 0..19, continued over the body |
+
+Quantization (Eq. 5, node side): step = max / 2^(bits-1); d = floor((f - mu) / step) clamped to
+[-2^(bits-1), 2^(bits-1) - 1]; code = d + 2^(bits-1), in float32 arithmetic. For the image: code = round(255 x
+pixel in [0, 1]).
+
+Bit order: codes are taken in C, H, W row-major order (channel slowest); each code contributes its `bits` bits
+most significant first, concatenated into one bit stream that fills bytes most significant bit first; the last
+byte is padded with zero bits. The packed body is exactly ceil(C*H*W*bits/8) bytes before the codec.
+
+Codec: `{codec['algorithm']}` (zlib: deflate stream with zlib header, level {level}; zstd: a frame with the
+content size; lzma: .xz) applied to the packed bytes.
+
+Detections rows (kind 1): x1, y1, x2, y2 in input pixels, class, round(score x 65535), each u16.
+
+The kept channels (`kept_channels` in interface.json) are the indices of the unpruned layer's channels that the
+pruned node still computes, in the order they are sent. The edge maps each code through
+`reconstruction_table` ({spec['recon']}).
+"""
