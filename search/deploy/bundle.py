@@ -68,7 +68,8 @@ def cut_channel_indices(sm: SplitModel, kept: dict[str, list[int]]) -> list[int]
 def _export(module: nn.Module, example: torch.Tensor, path: Path, input_name: str, outputs: list[str]) -> None:
     import onnx
 
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    quiet = io.StringIO()  # the exporter prints its progress
+    with warnings.catch_warnings(), contextlib.redirect_stdout(quiet), contextlib.redirect_stderr(quiet):
         warnings.simplefilter("ignore")
         torch.onnx.export(module, (example,), str(path), input_names=[input_name], output_names=outputs,
                           dynamic_shapes=({0: torch.export.Dim("batch", max=1024)},), dynamo=True,
