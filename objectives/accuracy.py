@@ -47,6 +47,20 @@ def evaluate_map(model: nn.Module, data: ImageSet, head: YOLOHeadConfig, size: i
     return average_precision(dets, ground_truth(data, size), head.num_classes)
 
 
+@torch.no_grad()
+def transmitted_map(split_model: SplitModel, data: ImageSet, head: YOLOHeadConfig, size: int, conf_threshold: float,
+                    nms_iou: float = 0.5, device: torch.device | str = "cpu", batch_size: int = 32) -> APResult:
+    """mAP of the detections a node that runs the whole model sends (score >= ``conf_threshold``, coordinates,
+    class and score as the u16 rows of :func:`models.codec.encode_detections`): what the edge actually receives."""
+    from models.codec import decode as decode_payload
+
+    dets = []
+    for d in predict(split_model, data, head, conf_threshold, nms_iou, batch_size, device):
+        got = decode_payload(encode_detections(torch.from_numpy(d), "none")).detections.numpy()
+        dets.append(got)
+    return average_precision(dets, ground_truth(data, size), head.num_classes)
+
+
 @dataclass(frozen=True)
 class PayloadStats:
     """Payload sizes over a data set, from the real encoder (header included).

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from models import Darknet, YOLOLoss, cut_points, prune, split
-from objectives.accuracy import evaluate_map, payload_stats
+from objectives.accuracy import evaluate_map, payload_stats, transmitted_map
 from objectives.costs import CodecProfile, CostBreakdown, EdgeProfile, NodeWork, ProcessorProfile, RadioProfile
 from objectives.costs import evaluate_costs as _evaluate_costs
 from objectives.costs.measure import time_edge_ms
@@ -113,7 +113,10 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
         sm.calibrate(calib, device, s.model.range_percentile)  # the cut feature changed: re-calibrate mu and max
     tune = s.train.finetune_enabled and sm.cut_point.is_split
     before = float("nan")
-    if not tune or ev.before_finetune:
+    if sm.cut_point.sends_detections:  # the edge only ever gets what the node sends: score it on that
+        r = transmitted_map(sm, val, head, cfg.input_size, ev.payload_conf_threshold, ev.nms_iou, device)
+        before = r.map50
+    elif not tune or ev.before_finetune:
         r = evaluate_map(sm, val, head, cfg.input_size, ev.conf_threshold, ev.nms_iou, device)
         before = r.map50
     ft_seconds, ft_steps = 0.0, 0

@@ -118,7 +118,7 @@ BAD = [
     (["train.adapt.adapt_lr_scale=-1"], r"train\.adapt: adapt_lr_scale=-1\.0 must be >= 0"),
     (["train.adapt.bn_recalib_batches=1.5"], r"train\.adapt\.bn_recalib_batches: expected int"),
     (["+train.adapt.lr=3"], r"train\.adapt\.lr: unknown key; AdaptConfig has"),
-    (["mode=train"], r"mode='train' not in \['optimize', 'export', 'report'\]"),
+    (["mode=train"], r"mode='train' not in \['optimize', 'export', 'report', 'deploy'\]"),
     (["device=tpu"], r"device='tpu' not in"),
     (["platform.node.nj_per_mac=-1"], r"nj_per_mac=-1\.0 must be > 0"),
     (["+platform.node.typo=1"], r"platform\.node\.typo: unknown key"),

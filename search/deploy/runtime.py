@@ -1,0 +1,111 @@
+"""A deploy bundle at run time: onnxruntime sessions and the interface, node and edge halves.
+
+The node half quantizes, packs and compresses exactly as the search measured (:mod:`models.codec`, the Eq. 5 step
+in float32); the edge half decodes a payload, maps codes through the bundle's reconstruction table, runs
+``edge.onnx`` and decodes/NMSes the heads with the bundle's head settings (:mod:`models.yolo`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from models.codec import FORMAT_VERSION, KIND_DETECTIONS, decode, encode_detections, encode_features
+from models.yolo import YOLOHeadConfig, postprocess
+from models.yolo import decode as decode_heads
+
+BUNDLE_VERSION = 1
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be used; one line."""
+
+
+class Bundle:
+    """``interface.json`` and the ONNX sessions of a bundle folder."""
+
+    def __init__(self, folder: str | Path, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        self.folder = Path(folder)
+        path = self.folder / "interface.json"
+        try:
+            self.spec = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise BundleError(f"{path}: not a deploy bundle ({type(e).__name__})") from None
+        if self.spec.get("format_version") != BUNDLE_VERSION:
+            raise BundleError(f"{path}: bundle format {self.spec.get('format_version')}, this runtime reads "
+                              f"{BUNDLE_VERSION}")
+        if self.spec.get("payload_format_version") != FORMAT_VERSION:
+            raise BundleError(f"{path}: payload format {self.spec.get('payload_format_version')}, models.codec "
+                              f"writes {FORMAT_VERSION}")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        self.sessions = {side: ort.InferenceSession(str(self.folder / name), opts, providers=["CPUExecutionProvider"])
+                         for side, name in self.spec["files"].items()}
+        h = self.spec["head"]
+        self.head = YOLOHeadConfig(num_classes=h["num_classes"], anchors=tuple(map(tuple, h["anchors"])),
+                                   masks=tuple(map(tuple, h["masks"])), strides=tuple(h["strides"]),
+                                   scale_xy=h["scale_xy"] if isinstance(h["scale_xy"], float) else tuple(h["scale_xy"]),
+                                   box=h["box"])
+        self.kind = self.spec["kind"]
+        self.bits = int(self.spec["bits"])
+        self.mu = np.float32(self.spec["mu"])
+        self.max = np.float32(self.spec["max"])
+        table = self.spec.get("reconstruction_table")
+        self.table = np.asarray(table, dtype=np.float32) if table is not None else None
+        self.algorithm = self.spec["codec"]["algorithm"]
+        ev = self.spec["eval"]
+        self.conf, self.nms_iou, self.max_det = ev["conf_threshold"], ev["nms_iou"], ev["max_det"]
+        self.payload_conf = ev["payload_conf_threshold"]
+
+    # ------------------------------------------------------------------ node side
+
+    def quantize(self, f: np.ndarray) -> np.ndarray:
+        """Eq. 5 in float32, as :meth:`models.interface.QuantInterface.quantize`."""
+        half = 2 ** (self.bits - 1)
+        step = np.float32(self.max / np.float32(half))
+        d = np.clip(np.floor((f.astype(np.float32) - self.mu) / step), -half, half - 1)
+        return (d + half).astype(np.uint8)
+
+    def node_payload(self, image: np.ndarray) -> bytes:
+        """One image (3, S, S) float32 in [0, 1] -> the payload the node sends."""
+        x = image[None].astype(np.float32)
+        if self.kind == "image":
+            codes = np.round(np.clip(x[0], 0, 1) * 255).astype(np.uint8)
+            return encode_features(torch.from_numpy(codes), 8, float(self.mu), float(self.max), self.algorithm)
+        sess = self.sessions["node"]
+        out = sess.run(None, {sess.get_inputs()[0].name: x})
+        if self.kind == "detections":
+            heads = [torch.from_numpy(o) for o in out]
+            dets = postprocess(decode_heads(heads, self.head), self.payload_conf, self.nms_iou)[0]
+            return encode_detections(dets, self.algorithm)
+        return encode_features(torch.from_numpy(self.quantize(out[0][0])), self.bits, float(self.mu),
+                               float(self.max), self.algorithm)
+
+    # ------------------------------------------------------------------ edge side
+
+    def edge_detections(self, payload: bytes) -> np.ndarray:
+        """A payload -> detections (n, 6: x1, y1, x2, y2, score, class). Raises models.codec.PayloadError (or
+        BundleError for a payload of the wrong shape or kind) on a bad one."""
+        d = decode(payload)
+        if d.kind == KIND_DETECTIONS:
+            if self.kind != "detections":
+                raise BundleError("a detections payload for a bundle that expects a feature map")
+            return d.detections.numpy()
+        if self.kind == "detections":
+            raise BundleError("a feature-map payload for a bundle whose node sends detections")
+        shape = list(d.codes.shape)
+        if shape != self.spec["cut_shape"] or d.bits != self.bits:
+            raise BundleError(f"payload shape {shape} at {d.bits} bits, the bundle expects {self.spec['cut_shape']} at "
+                              f"{self.bits}")
+        codes = d.codes.numpy()
+        f = codes.astype(np.float32) / 255 if self.kind == "image" else self.table[codes]
+        sess = self.sessions["edge"]
+        heads = [torch.from_numpy(o) for o in sess.run(None, {sess.get_inputs()[0].name: f[None]})]
+        dets = postprocess(decode_heads(heads, self.head), self.conf, self.nms_iou, max_det=self.max_det)[0]
+        return dets.numpy()

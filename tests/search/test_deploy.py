@@ -1,0 +1,224 @@
+"""From the quick study to a running split: kept weights, the deploy bundle (ONNX checked with onnxruntime), the
+reference edge server and node, the wire format against the README's description, robustness and a load test."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import zlib
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from models.codec import CODECS
+from search.deploy.edge import EdgeServer
+from search.deploy.node import load_images, run
+from search.deploy.protocol import ERROR, OK, REQUEST, REQUEST_MAGIC, Client, parse_detections, request
+from search.deploy.runtime import Bundle
+from search.deploy.store import file_name
+from search.record import TrialRecord, anchor_keys, front_keys
+from tests.search.test_study import QUICK, cli, load
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    studies = tmp_path_factory.mktemp("d") / "studies"
+    cli(studies, "study.enqueue_baselines=true", "study.n_trials=9", "space.codecs=[none,zlib]")
+    s = load(studies)
+    recs = {t.number: TrialRecord.from_trial(t) for t in s.get_trials()}
+    by_j = {}
+    for n, r in sorted(recs.items()):
+        if r.is_primary and r.accuracy is not None:
+            by_j.setdefault(r.accuracy.j, n)
+    p = cli(studies, "mode=deploy")
+    best = int(p.stdout.split("deploy: trial ")[1].split()[0])
+    for j in (0, 6):
+        cli(studies, "mode=deploy", f"deploy.trial={by_j[j]}")
+    return studies, s, {"best": best, "image": by_j[0], "detections": by_j[6]}
+
+
+class Server:
+    """The edge server on a free loopback port, in a thread of its own."""
+
+    def __init__(self, bundle: Bundle, max_frame: int | None = None) -> None:
+        self.edge = EdgeServer(bundle, max_frame)
+        got = threading.Event()
+        self.loop = asyncio.new_event_loop()
+
+        def ready(port):
+            self.port = port
+            got.set()
+
+        threading.Thread(target=lambda: self.loop.run_until_complete(self.edge.serve("127.0.0.1", 0, ready)),
+                         daemon=True).start()
+        assert got.wait(30)
+
+
+def bundle_dir(studies, n):
+    return studies / "quick" / "deploy" / str(n)
+
+
+def test_kept_weights_are_the_front_and_the_anchors(study):
+    studies, s, _ = study
+    keep = front_keys(s) | anchor_keys(s)
+    files = {f.name for f in (studies / "quick" / "models").glob("*.pt")}
+    assert files == {file_name(k) for k in keep} and len(files) >= 7  # j = 0..6 unpruned + the front
+    blob = torch.load((studies / "quick" / "models" / sorted(files)[0]), weights_only=True)
+    assert set(blob) == {"key", "j", "state_dict", "kept"}
+
+
+@pytest.mark.parametrize("which", ["best", "image", "detections"])
+def test_bundle_is_checked_onnx_and_the_runtime_reproduces_the_search(study, which):
+    studies, s, trials = study
+    folder = bundle_dir(studies, trials[which])
+    spec = json.loads((folder / "interface.json").read_text())
+    t = s.trials[trials[which]]
+    rec = TrialRecord.from_trial(t)
+    assert spec["trial"] == t.number and spec["key"] == rec.accuracy.key and spec["mAP50"] == rec.mAP50
+    assert spec["kind"] == {"best": spec["kind"], "image": "image", "detections": "detections"}[which]
+    for f in spec["files"].values():
+        onnx.checker.check_model(onnx.load(str(folder / f)), full_check=True)
+    assert all(v <= 1e-4 for v in spec["onnx_vs_torch_max_relative_error"].values())
+    assert ("node" in spec["files"]) == (spec["kind"] != "image")
+    assert ("edge" in spec["files"]) == (spec["kind"] != "detections")
+    bundle = Bundle(folder)
+    server = Server(bundle)
+    data, labels = load_images(bundle, None, str(studies))
+    r = run(bundle, "127.0.0.1", server.port, data, labels)
+    assert r["errors"] == 0 and r["images"] == len(data.images)
+    assert abs(r["mAP50"] - rec.mAP50) <= 0.005, (r["mAP50"], rec.mAP50)
+    first = run(bundle, "127.0.0.1", server.port, data, labels, limit=spec["payload_images"])
+    assert math.ceil(np.mean(first["sizes"])) == rec.payload_bytes  # the bytes the search priced
+
+
+def readme_payload(image_codes: np.ndarray, spec: dict) -> bytes:
+    """The payload built from the bundle README's words alone (not models.codec)."""
+    c, h, w = image_codes.shape
+    bits = spec["bits"]
+    stream = "".join(format(int(v), "08b")[8 - bits:] for v in image_codes.reshape(-1))  # C,H,W order, MSB first
+    stream += "0" * (-len(stream) % 8)
+    body = bytes(int(stream[i:i + 8], 2) for i in range(0, len(stream), 8))
+    if spec["codec"]["algorithm"] == "zlib":
+        z = zlib.compress(body, 6)
+        codec, body = (1, z) if len(z) < len(body) else (0, body)
+    else:
+        codec = 0
+    head = struct.pack("<2sBBBBHHHff", b"SP", spec["payload_format_version"], 0, codec, bits, c, h, w,
+                       spec["mu"], spec["max"])
+    return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
+
+
+def test_node_payload_is_what_the_readme_says(study):
+    """An implementation from the README (header fields, bit order, channel order, codec) gives the node's bytes."""
+    studies, _, trials = study
+    bundle = Bundle(bundle_dir(studies, trials["best"]))
+    assert bundle.kind == "features" and "most significant first" in (bundle.folder / "README.md").read_text()
+    data, _ = load_images(bundle, None, str(studies))
+    sess = bundle.sessions["node"]
+    for k in range(4):
+        img = data.images[k].transpose(2, 0, 1).astype(np.float32) / 255
+        f = sess.run(None, {"image": img[None]})[0][0]
+        half = 2 ** (bundle.bits - 1)
+        step = np.float32(np.float32(bundle.spec["max"]) / np.float32(half))
+        codes = np.clip(np.floor((f - np.float32(bundle.spec["mu"])) / step), -half, half - 1) + half
+        assert readme_payload(codes.astype(np.uint8), bundle.spec) == bundle.node_payload(img)
+        # and the edge reads them back to the same detections whichever side encoded
+        assert np.array_equal(bundle.edge_detections(readme_payload(codes.astype(np.uint8), bundle.spec)),
+                              bundle.edge_detections(bundle.node_payload(img)))
+
+
+@pytest.fixture(scope="module")
+def served(study):
+    studies, _, trials = study
+    bundle = Bundle(bundle_dir(studies, trials["best"]))
+    data, _ = load_images(bundle, None, str(studies))
+    good = bundle.node_payload(data.images[0].transpose(2, 0, 1).astype(np.float32) / 255)
+    return bundle, Server(bundle, max_frame=4096), good, data
+
+
+def test_bad_frames_get_an_error_reply_and_the_server_goes_on(served, caplog):
+    bundle, server, good, _ = served
+    ref = bundle.edge_detections(good)
+    flipped = bytearray(good)
+    flipped[-1] ^= 0x10
+    version = bytearray(good)
+    version[2] = 9
+    cases = {"truncated": good[:-3], "bit-flipped": bytes(flipped), "wrong version": bytes(version),
+             "garbage": bytes(range(200)), "empty": b""}
+    with Client("127.0.0.1", server.port) as c:
+        for name, payload in cases.items():
+            status, body = c.ask(payload)
+            assert status == ERROR and body and b"\n" not in body, name
+            status, body = c.ask(good)  # the same connection goes on
+            assert status == OK and np.array_equal(parse_detections(body), ref)
+    assert b"CRC-32" in Client("127.0.0.1", server.port).ask(bytes(flipped))[1]
+    # oversized: refused from the header alone (the body is never sent) and that connection is closed
+    with Client("127.0.0.1", server.port) as c:
+        c.send_raw(REQUEST.pack(REQUEST_MAGIC, 7, 1 << 30))
+        rid, status, body = c.read_reply()
+        assert (rid, status) == (7, ERROR) and b"exceeds the limit 4096" in body
+        assert c.sock.recv(1) == b""
+    # bad magic: refused and closed
+    with Client("127.0.0.1", server.port) as c:
+        c.send_raw(b"HTTP" + bytes(8))
+        assert c.read_reply()[1] == ERROR and c.sock.recv(1) == b""
+    # a client that disconnects mid-frame frees its task; others are served
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.sendall(request(1, good)[:-5])
+    s.close()
+    with Client("127.0.0.1", server.port) as c:
+        assert c.ask(good)[0] == OK
+    for _ in range(100):
+        if server.edge.clients == 0:
+            break
+        threading.Event().wait(0.05)
+    assert server.edge.clients == 0
+
+
+def test_load_four_clients_200_images_each(served):
+    bundle, server, _, data = served
+    n = min(len(data.images), 32)
+    payloads = [bundle.node_payload(data.images[k].transpose(2, 0, 1).astype(np.float32) / 255) for k in range(n)]
+    refs = [bundle.edge_detections(p) for p in payloads]
+    bad = []
+
+    def client(seed):
+        rng = np.random.default_rng(seed)
+        with Client("127.0.0.1", server.port, timeout=60) as c:
+            for _ in range(200):
+                k = int(rng.integers(n))
+                status, body = c.ask(payloads[k])  # ask() checks the reply id
+                if status != OK or not np.array_equal(parse_detections(body), refs[k]):
+                    bad.append((seed, k))
+
+    before = server.edge.served
+    threads = [threading.Thread(target=client, args=(s,)) for s in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert not any(t.is_alive() for t in threads) and bad == []
+    assert server.edge.served - before == 800
+
+
+def test_deploy_errors_are_one_line(study, tmp_path):
+    studies, _, _ = study
+    r = subprocess.run([sys.executable, "-m", "search", *QUICK, f"studies_dir={studies}", "mode=deploy",
+                        "deploy.trial=9999"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and r.stderr.strip().splitlines() == [
+        "error: deploy.trial=9999: not a complete trial of study quick"], r.stderr
+    r = subprocess.run([sys.executable, "-m", "search.deploy.edge", "--bundle", str(tmp_path)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "interface.json: not a deploy bundle" in r.stderr
+
+
+def test_codecs_in_the_readme_table_are_the_codec_ids():
+    assert {name: c.ident for name, c in CODECS.items()} == {"none": 0, "zlib": 1, "zstd": 2, "lzma": 3}
