@@ -38,7 +38,7 @@ from search.objective import Objective, Pricing, Shared
 from search.profiles import ConfigError, load_profile
 from search.record import StudyRecord, TrialRecord, anchor_keys, count_primaries, front_keys
 from search.report import write_report
-from search.space import baseline_points, param_columns, params_of
+from search.space import baseline_points, param_columns, params_of, suggest
 from search.storage import make_storage
 from search.workers import WORKER_ENV, AttrHeartbeat, Claims, launch
 
@@ -64,11 +64,24 @@ def _export(rc: RunConfig, study: optuna.Study, export_dir: Path) -> None:
         write_report(study, export_dir, columns)
     print_summary(study, columns)
     store = WeightStore(export_dir / "models")
-    keep = front_keys(study)
-    if store.folder.is_dir() and keep:
-        store.retain(keep | {k for k in anchor_keys(study)})
+    if store.folder.is_dir():
+        running, unsure = running_keys(rc, study)  # another worker's model may be on its way to the front
+        store.retain(front_keys(study) | anchor_keys(study) | running,
+                     min_age_s=rc.storage.grace_period if unsure else 0.0)
         print(f"kept weights: {len(list(store.folder.glob('*.pt')))} models, {store.size_bytes() / 2**20:.1f} MiB in "
               f"{store.folder}/", flush=True)
+
+
+def running_keys(rc: RunConfig, study: optuna.Study) -> tuple[set[str], bool]:
+    """Accuracy keys of the study's RUNNING trials, and whether some running trial's point cannot be read yet."""
+    table = cut_points(model_config(rc, num_classes=1))
+    keys, unsure = set(), False
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        try:
+            keys.add(suggest(optuna.trial.FixedTrial(t.params), rc.space, table).accuracy_key(table))
+        except (ValueError, KeyError):
+            unsure = True
+    return keys, unsure
 
 
 def deploy(rc: RunConfig, study: optuna.Study, export_dir: Path) -> Path:

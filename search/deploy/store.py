@@ -11,6 +11,7 @@ saved beside the weights.
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import torch
@@ -57,14 +58,16 @@ class WeightStore:
             raise ValueError(f"{path} holds {blob.get('key')!r}, not {key!r}")
         return blob
 
-    def retain(self, keys: set[str]) -> int:
-        """Remove every weights file whose key is not in ``keys`` (and stale temporaries); returns how many."""
+    def retain(self, keys: set[str], min_age_s: float = 0.0) -> int:
+        """Remove every weights file whose key is not in ``keys`` (and stale temporaries) and that is older than
+        ``min_age_s`` (another worker's model may be on its way to the front); returns how many."""
         if not self.folder.is_dir():
             return 0
         keep = {file_name(k) for k in keys}
-        gone = 0
+        gone, now = 0, time.time()
         for f in self.folder.iterdir():
-            if f.name not in keep and (f.suffix == ".pt" or ".tmp" in f.suffix):
+            stale = now - f.stat().st_mtime >= min_age_s
+            if f.name not in keep and (f.suffix == ".pt" or ".tmp" in f.suffix) and stale:
                 f.unlink(missing_ok=True)
                 gone += 1
         return gone

@@ -145,6 +145,7 @@ def served(study):
 
 
 def test_bad_frames_get_an_error_reply_and_the_server_goes_on(served, caplog):
+    caplog.set_level("WARNING", logger="search.deploy.edge")
     bundle, server, good, _ = served
     ref = bundle.edge_detections(good)
     flipped = bytearray(good)
@@ -155,8 +156,11 @@ def test_bad_frames_get_an_error_reply_and_the_server_goes_on(served, caplog):
              "garbage": bytes(range(200)), "empty": b""}
     with Client("127.0.0.1", server.port) as c:
         for name, payload in cases.items():
+            caplog.clear()
             status, body = c.ask(payload)
             assert status == ERROR and body and b"\n" not in body, name
+            lines = [r.getMessage() for r in caplog.records]
+            assert len(lines) == 1 and "\n" not in lines[0] and body.decode() in lines[0], (name, lines)
             status, body = c.ask(good)  # the same connection goes on
             assert status == OK and np.array_equal(parse_detections(body), ref)
     assert b"CRC-32" in Client("127.0.0.1", server.port).ask(bytes(flipped))[1]
@@ -222,3 +226,43 @@ def test_deploy_errors_are_one_line(study, tmp_path):
 
 def test_codecs_in_the_readme_table_are_the_codec_ids():
     assert {name: c.ident for name, c in CODECS.items()} == {"none": 0, "zlib": 1, "zstd": 2, "lzma": 3}
+
+
+def test_the_command_line_edge_and_node_on_a_folder_of_images(study, tmp_path):
+    """``python -m search.deploy.edge`` and ``python -m search.deploy.node --images DIR``: a YOLO folder of the
+    validation images gives the same one-line result as the bundle's own data."""
+    from PIL import Image
+
+    studies, _, trials = study
+    folder = bundle_dir(studies, trials["best"])
+    bundle = Bundle(folder)
+    data, _ = load_images(bundle, None, str(studies))
+    (tmp_path / "images").mkdir()
+    (tmp_path / "labels").mkdir()
+    for k, (img, lab) in enumerate(zip(data.images, data.labels, strict=True)):
+        Image.fromarray(img).save(tmp_path / "images" / f"{k:03d}.png")
+        (tmp_path / "labels" / f"{k:03d}.txt").write_text(
+            "".join(f"{int(c)} {x!r} {y!r} {w!r} {h!r}\n" for c, x, y, w, h in lab.tolist()))
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    edge = subprocess.Popen([sys.executable, "-m", "search.deploy.edge", "--bundle", str(folder), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert edge.stdout.readline().strip() == f"listening on {port}"
+        lines = []
+        for extra in (["--studies-dir", str(studies)], ["--images", str(tmp_path / "images")]):
+            r = subprocess.run([sys.executable, "-m", "search.deploy.node", "--bundle", str(folder), "--connect",
+                                f"127.0.0.1:{port}", *extra], capture_output=True, text=True, timeout=300)
+            assert r.returncode == 0, r.stderr
+            lines.append(r.stdout.strip().splitlines()[-1])
+        fields = [dict(kv.split("=") for kv in line.split()) for line in lines]
+        assert fields[0]["mAP50"] == fields[1]["mAP50"] and fields[0]["bytes_per_image"] == fields[1]["bytes_per_image"]
+        assert fields[0]["images"] == str(len(data.images)) and set(fields[0]) == {
+            "mAP50", "bytes_per_image", "p50_ms", "p99_ms", "images"}
+        r = subprocess.run([sys.executable, "-m", "search.deploy.node", "--bundle", str(folder), "--connect",
+                            "127.0.0.1:1", "--studies-dir", str(studies)], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "--connect 127.0.0.1:1" in r.stderr
+    finally:
+        edge.terminate()
+        edge.wait(10)
