@@ -266,3 +266,28 @@ def test_the_command_line_edge_and_node_on_a_folder_of_images(study, tmp_path):
     finally:
         edge.terminate()
         edge.wait(10)
+
+
+@pytest.mark.parametrize("cfg,j,keep", [("yolov3-tiny", 6, {4: 0.25}), ("yolov4-tiny", 4, {7: 0.5}),
+                                        ("yolov4-tiny", 3, {2: 0.25})])
+def test_kept_channel_indices_name_the_unpruned_channels_the_node_sends(cfg, j, keep):
+    """interface.json's kept_channels: the pruned node's channel k is the unpruned node's channel kept[k]
+    (yolov4-tiny j=4 cuts route 8 = concat(conv 2, conv 7): conv 7's channels sit after conv 2's 64)."""
+    from models import DetectorConfig, prune, split
+    from models.darknet import Darknet
+    from search.deploy.bundle import cut_channel_indices
+
+    torch.manual_seed(0)
+    model = Darknet(DetectorConfig(cfg, 1, 64, width=0.5)).eval()
+    full = split(model, j, interface=False)
+    sm = split(model, j, interface=False)
+    kept: dict[int, list[int]] = {}
+    prune(sm, keep, kept=kept)
+    idx = cut_channel_indices(sm, {str(c): v for c, v in kept.items()})
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        a, b = sm.node(x), full.node(x)
+    assert a.shape[1] == len(idx) < b.shape[1] and idx == sorted(idx)
+    assert torch.allclose(a, b[:, idx], atol=1e-5)
+    if cfg == "yolov4-tiny" and j == 4:
+        assert idx[:32] == list(range(32)) and min(idx[32:]) >= 32  # conv 2 whole (32 at width 0.5), conv 7 after
