@@ -259,6 +259,11 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
         trained: dict = {}
         acc = evaluate_accuracy(point, base.model, train, val, settings, device, trained)
         store.save(acc.key, trained["model"], trained["kept"])
+        # a point that is dominated or infeasible now stays so: only the front, the anchors and running trials' points
+        # (this one among them) can ever be deployed, so the folder holds those alone as the study runs
+        running, unsure = running_keys(rc, study)
+        store.retain(front_keys(study) | anchor_keys(study) | running | {acc.key},
+                     min_age_s=rc.storage.grace_period if unsure else 0.0)
         return acc
 
     objective = Objective(study, rc.space, table, pricing, evaluate, algorithms, shared)
