@@ -67,7 +67,7 @@ def _export(rc: RunConfig, study: optuna.Study, export_dir: Path) -> None:
     if store.folder.is_dir():
         running, unsure = running_keys(rc, study)  # another worker's model may be on its way to the front
         store.retain(front_keys(study) | anchor_keys(study) | running,
-                     min_age_s=rc.storage.grace_period if unsure else 0.0)
+                     min_age_s=rc.storage.grace_period if unsure or running else 0.0)
         print(f"kept weights: {len(list(store.folder.glob('*.pt')))} models, {store.size_bytes() / 2**20:.1f} MiB in "
               f"{store.folder}/", flush=True)
 
@@ -261,9 +261,11 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
         store.save(acc.key, trained["model"], trained["kept"])
         # a point that is dominated or infeasible now stays so: only the front, the anchors and running trials' points
         # (this one among them) can ever be deployed, so the folder holds those alone as the study runs
-        running, unsure = running_keys(rc, study)
+        # (with other workers, files of the last grace period stay: a just-completed trial's siblings, which may be
+        # on the front, are added by its worker right after it completes)
+        running, _ = running_keys(rc, study)
         store.retain(front_keys(study) | anchor_keys(study) | running | {acc.key},
-                     min_age_s=rc.storage.grace_period if unsure else 0.0)
+                     min_age_s=0.0 if rc.study.single_worker else rc.storage.grace_period)
         return acc
 
     objective = Objective(study, rc.space, table, pricing, evaluate, algorithms, shared)
