@@ -107,8 +107,8 @@ def deploy(rc: RunConfig, study: optuna.Study, export_dir: Path) -> Path:
         raise ConfigError(f"deploy.trial={trial.number}: no kept weights for {key} in {store.folder}/ (kept: the "
                           f"feasible Pareto front and the unpruned anchors)")
     studies = Path(rc.studies_dir)
-    train, val, _ = load_data(rc.data, studies / "cache")
-    base, model_name = baseline_model(rc, train, "", studies / "cache", resolve_device("cpu"))
+    train, val, data_key = load_data(rc.data, studies / "cache")
+    base, model_name = baseline_model(rc, train, data_key, studies / "cache", resolve_device("cpu"))
     blob = store.load(rec.accuracy.key)
     bits = int(trial.params.get("bits", 8))
     sm = rebuild(base.model, blob, bits, rc.model.recon)

@@ -24,7 +24,7 @@ from search.deploy.node import load_images, run
 from search.deploy.protocol import ERROR, OK, REQUEST, REQUEST_MAGIC, Client, parse_detections, request
 from search.deploy.runtime import Bundle
 from search.deploy.store import file_name
-from search.record import TrialRecord, anchor_keys, front_keys
+from search.record import StudyRecord, TrialRecord, anchor_keys, front_keys
 from tests.search.test_study import QUICK, cli, load
 
 
@@ -42,6 +42,10 @@ def study(tmp_path_factory):
     best = int(p.stdout.split("deploy: trial ")[1].split()[0])
     for j in (0, 6):
         cli(studies, "mode=deploy", f"deploy.trial={by_j[j]}")
+    # deploying reuses the study's cached baseline: no second baseline is trained
+    assert len(list((studies / "cache").glob("baseline-*.pt"))) == 1
+    spec = json.loads((studies / "quick" / "deploy" / str(best) / "interface.json").read_text())
+    assert spec["model"] == StudyRecord.of(s).model
     return studies, s, {"best": best, "image": by_j[0], "detections": by_j[6]}
 
 
