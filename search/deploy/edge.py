@@ -67,9 +67,9 @@ class EdgeServer:
                 except (PayloadError, BundleError) as e:
                     await self._fail(writer, who, rid, str(e))
                     continue
+                self.served += 1  # counted before the reply leaves, so a client that has its reply sees the count
                 writer.write(reply(rid, OK, detections_body(dets)))
                 await writer.drain()
-                self.served += 1
         except (ConnectionError, asyncio.CancelledError):
             return
         finally:

@@ -1,8 +1,9 @@
 """A deploy bundle at run time: onnxruntime sessions and the interface, node and edge halves.
 
-The node half quantizes, packs and compresses exactly as the search measured (:mod:`models.codec`, the Eq. 5 step
-in float32); the edge half decodes a payload, maps codes through the bundle's reconstruction table, runs
-``edge.onnx`` and decodes/NMSes the heads with the bundle's head settings (:mod:`models.yolo`).
+The node half quantizes with the search's own interface (:mod:`models.interface`, Eq. 5 in float32), packs and
+compresses with :mod:`models.codec`, exactly as the search measured; the edge half decodes a payload, maps codes
+through the bundle's reconstruction table, runs ``edge.onnx`` and decodes/NMSes the heads with the bundle's head
+settings (:mod:`models.yolo`).
 """
 
 from __future__ import annotations
@@ -14,10 +15,11 @@ import numpy as np
 import torch
 
 from models.codec import FORMAT_VERSION, KIND_DETECTIONS, decode, encode_detections, encode_features
+from models.interface import ImageInterface, QuantInterface
 from models.yolo import YOLOHeadConfig, postprocess
 from models.yolo import decode as decode_heads
 
-BUNDLE_VERSION = 1
+BUNDLE_VERSION = 1  # interface.json's format_version, written by search.deploy.bundle
 
 
 class BundleError(ValueError):
@@ -54,8 +56,14 @@ class Bundle:
                                    box=h["box"])
         self.kind = self.spec["kind"]
         self.bits = int(self.spec["bits"])
-        self.mu = np.float32(self.spec["mu"])
-        self.max = np.float32(self.spec["max"])
+        self.mu, self.max = float(self.spec["mu"]), float(self.spec["max"])
+        # the node's Eq. 5: the search's own interface, at the bundle's bits, mu and max
+        self.interface: QuantInterface | None = None
+        if self.kind == "image":
+            self.interface = ImageInterface()
+        elif self.kind == "features":
+            self.interface = QuantInterface(bits=self.bits)
+            self.interface.set_range(self.mu, self.max)
         table = self.spec.get("reconstruction_table")
         self.table = np.asarray(table, dtype=np.float32) if table is not None else None
         self.algorithm = self.spec["codec"]["algorithm"]
@@ -65,27 +73,20 @@ class Bundle:
 
     # ------------------------------------------------------------------ node side
 
-    def quantize(self, f: np.ndarray) -> np.ndarray:
-        """Eq. 5 in float32, as :meth:`models.interface.QuantInterface.quantize`."""
-        half = 2 ** (self.bits - 1)
-        step = np.float32(self.max / np.float32(half))
-        d = np.clip(np.floor((f.astype(np.float32) - self.mu) / step), -half, half - 1)
-        return (d + half).astype(np.uint8)
-
     def node_payload(self, image: np.ndarray) -> bytes:
         """One image (3, S, S) float32 in [0, 1] -> the payload the node sends."""
         x = image[None].astype(np.float32)
         if self.kind == "image":
-            codes = np.round(np.clip(x[0], 0, 1) * 255).astype(np.uint8)
-            return encode_features(torch.from_numpy(codes), 8, float(self.mu), float(self.max), self.algorithm)
+            codes = self.interface.quantize(torch.from_numpy(x[0]))
+            return encode_features(codes, 8, self.mu, self.max, self.algorithm)
         sess = self.sessions["node"]
         out = sess.run(None, {sess.get_inputs()[0].name: x})
         if self.kind == "detections":
             heads = [torch.from_numpy(o) for o in out]
             dets = postprocess(decode_heads(heads, self.head), self.payload_conf, self.nms_iou)[0]
             return encode_detections(dets, self.algorithm)
-        return encode_features(torch.from_numpy(self.quantize(out[0][0])), self.bits, float(self.mu),
-                               float(self.max), self.algorithm)
+        return encode_features(self.interface.quantize(torch.from_numpy(out[0][0])), self.bits, self.mu, self.max,
+                               self.algorithm)
 
     # ------------------------------------------------------------------ edge side
 
