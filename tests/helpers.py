@@ -35,3 +35,15 @@ def adapt(**changes) -> AdaptConfig:
 
 def distill(**changes) -> DistillConfig:
     return replace(conf().train.distill, **changes)
+
+
+def write_yolo(data, images_dir, labels_dir) -> None:
+    """An ImageSet as a user's YOLO folder: PNG images (lossless: the same pixels) and label files."""
+    from PIL import Image
+
+    images_dir.mkdir(parents=True)
+    labels_dir.mkdir(parents=True)
+    for k, (img, lab) in enumerate(zip(data.images, data.labels, strict=True)):
+        Image.fromarray(img).save(images_dir / f"{k:04d}.png")
+        (labels_dir / f"{k:04d}.txt").write_text(
+            "".join(f"{int(c)} {x!r} {y!r} {w!r} {h!r}\n" for c, x, y, w, h in lab.tolist()))

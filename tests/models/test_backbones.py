@@ -8,6 +8,7 @@ import torch
 
 from models import DetectorConfig, cut_points, prune, split
 from models.darknet import Darknet
+from tests.models.test_darknet import SMALL
 
 V4 = DetectorConfig("yolov4-tiny", num_classes=1, input_size=160, box="v5")
 
@@ -112,46 +113,9 @@ def test_v4_prunes_end_to_end_at_every_cut(v4, j):
 
 
 def test_shortcut_convs_are_refused_with_the_reason(tmp_path):
-    cfg = tmp_path / "res.cfg"
-    cfg.write_text("""[net]
-width=64
-height=64
-channels=3
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=2
-pad=1
-activation=leaky
-[convolutional]
-batch_normalize=1
-filters=8
-size=3
-stride=1
-pad=1
-activation=leaky
-[shortcut]
-from=-2
-activation=linear
-[convolutional]
-batch_normalize=1
-filters=16
-size=3
-stride=2
-pad=1
-activation=leaky
-[convolutional]
-size=1
-stride=1
-pad=1
-filters=18
-activation=linear
-[yolo]
-mask=0,1,2
-anchors=10,14, 23,27, 37,58
-classes=1
-""")
+    cfg = tmp_path / "res.cfg"  # darknet test's small cfg (conv, conv, shortcut) with a stride-2 conv before the head
+    cfg.write_text(SMALL.replace("[convolutional]\nfilters=18", "[convolutional]\nbatch_normalize=1\nfilters=16\n"
+                                 "size=3\nstride=2\npad=1\nactivation=leaky\n\n[convolutional]\nfilters=18"))
     c = DetectorConfig(str(cfg), 1, 64)
     t = cut_points(c)
     assert set(t.refused) == {0, 1} and "shortcut 2" in t.refused[0]

@@ -25,6 +25,7 @@ from search.deploy.protocol import ERROR, OK, REQUEST, REQUEST_MAGIC, Client, pa
 from search.deploy.runtime import Bundle
 from search.deploy.store import file_name
 from search.record import StudyRecord, TrialRecord, anchor_keys, front_keys
+from tests.helpers import write_yolo
 from tests.search.test_study import QUICK, cli, load
 
 
@@ -235,18 +236,11 @@ def test_codecs_in_the_readme_table_are_the_codec_ids():
 def test_the_command_line_edge_and_node_on_a_folder_of_images(study, tmp_path):
     """``python -m search.deploy.edge`` and ``python -m search.deploy.node --images DIR``: a YOLO folder of the
     validation images gives the same one-line result as the bundle's own data."""
-    from PIL import Image
-
     studies, _, trials = study
     folder = bundle_dir(studies, trials["best"])
     bundle = Bundle(folder)
     data, _ = load_images(bundle, None, str(studies))
-    (tmp_path / "images").mkdir()
-    (tmp_path / "labels").mkdir()
-    for k, (img, lab) in enumerate(zip(data.images, data.labels, strict=True)):
-        Image.fromarray(img).save(tmp_path / "images" / f"{k:03d}.png")
-        (tmp_path / "labels" / f"{k:03d}.txt").write_text(
-            "".join(f"{int(c)} {x!r} {y!r} {w!r} {h!r}\n" for c, x, y, w, h in lab.tolist()))
+    write_yolo(data, tmp_path / "images", tmp_path / "labels")
     with socket.socket() as sk:
         sk.bind(("127.0.0.1", 0))
         port = sk.getsockname()[1]

@@ -11,13 +11,13 @@ import sys
 
 import pytest
 import torch
-from PIL import Image
 
 from models import Darknet, TinyYOLOv3Config, save_darknet
 from models.detector import DetectorConfig, darknet_cfg_text
 from objectives.baseline import WeightsError, load_baseline, weights_digest
 from objectives.data.synthetic import load as load_set
 from search.record import StudyRecord
+from tests.helpers import write_yolo
 from tests.search.test_study import QUICK, cli, load, primaries
 
 
@@ -37,14 +37,9 @@ def trained(tmp_path_factory):
                 c.bn.running_var += c.bn.eps - 1e-5
     root = studies.parent / "mine"
     root.mkdir()
-    for split in ("train", "val"):  # the quick study's data as a user's YOLO folder (PNG: the same pixels)
+    for split in ("train", "val"):  # the quick study's data as a user's YOLO folder
         ds = load_set(next((studies / "cache").glob(f"synthetic-*-{split}.npz")))
-        (root / "images" / split).mkdir(parents=True)
-        (root / "labels" / split).mkdir(parents=True)
-        for k, (img, lab) in enumerate(zip(ds.images, ds.labels, strict=True)):
-            Image.fromarray(img).save(root / "images" / split / f"{k:04d}.png")
-            (root / "labels" / split / f"{k:04d}.txt").write_text(
-                "".join(f"{int(c)} {x!r} {y!r} {w!r} {h!r}\n" for c, x, y, w, h in lab.tolist()))
+        write_yolo(ds, root / "images" / split, root / "labels" / split)
     (root / "data.yaml").write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames: [foot]\n")
     (root / "feet.cfg").write_text(darknet_cfg_text(mcfg))
     save_darknet(model, root / "feet.weights")
