@@ -92,10 +92,12 @@ class AdaptConfig:
 
 @dataclass(frozen=True)
 class TrainSettings:
-    """The ``train`` section: baseline from scratch, per-trial fine-tuning and its recipe."""
+    """The ``train`` section: baseline from scratch, per-trial fine-tuning and its recipe, and the final training
+    of the front (``mode=finalize``: the same recipe with the ``final`` budget)."""
 
     baseline: TrainConfig
     finetune: TrainConfig
+    final: TrainConfig
     distill: DistillConfig
     adapt: AdaptConfig
     finetune_enabled: bool

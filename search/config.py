@@ -25,7 +25,8 @@ from objectives.baseline import detector_config
 from objectives.settings import EvalConfig, ModelConfig, TrainSettings
 from search.profiles import CONF_DIR, ConfigError, _build, available, load_profile, profile_from_dict
 
-MODES = ("optimize", "export", "report", "deploy")
+MODES = ("optimize", "export", "report", "deploy", "finalize")
+FIDELITIES = ("auto", "search", "final")
 
 
 def _subset(key: str, values: list[Any], allowed: list[Any]) -> None:
@@ -90,6 +91,7 @@ class StudyConfig:
     protocol: str
     paper_channels: List[int]  # noqa: UP006
     paper_ratios: List[float]  # noqa: UP006
+    finalize: bool
 
     def __post_init__(self) -> None:
         if self.protocol not in ("search", "paper"):
@@ -190,6 +192,36 @@ class DeployConfig:
 
 
 @dataclass(frozen=True)
+class FinalizeConfig:
+    """``mode=finalize`` (or ``study.finalize=true``): which points get the final training (``train.final``).
+
+    Every model on the feasible Pareto front, and every model whose search-time mAP@0.5 lies less than ``margin``
+    below the threshold (baseline - ``study.th``), at most ``max_points`` models, nearest the front first."""
+
+    margin: float
+    max_points: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.margin <= 1:
+            raise ConfigError(f"finalize.margin={self.margin} must be an mAP@0.5 distance in [0, 1]")
+        if self.max_points < 1:
+            raise ConfigError(f"finalize.max_points={self.max_points} must be >= 1")
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    """``fidelity``: whose numbers the Pareto front is built from - ``search`` (every trial's search-time numbers),
+    ``final`` (the final training's where a point has them, search-time elsewhere) or ``auto`` (final once the
+    study has been finalized)."""
+
+    fidelity: str
+
+    def __post_init__(self) -> None:
+        if self.fidelity not in FIDELITIES:
+            raise ConfigError(f"export.fidelity={self.fidelity!r} not in {list(FIDELITIES)}")
+
+
+@dataclass(frozen=True)
 class PlatformConfig:
     node: Any
     edge: Any
@@ -205,6 +237,8 @@ class RunConfig:
     eval: EvalConfig
     storage: StorageConfig
     deploy: DeployConfig
+    finalize: FinalizeConfig
+    export: ExportConfig
     platform: PlatformConfig
     mode: str
     workers: int
@@ -222,7 +256,8 @@ class RunConfig:
 
 
 _SECTIONS = {"study": StudyConfig, "space": SpaceConfig, "data": DataConfig, "model": ModelConfig,
-             "train": TrainSettings, "eval": EvalConfig, "storage": StorageConfig, "deploy": DeployConfig}
+             "train": TrainSettings, "eval": EvalConfig, "storage": StorageConfig, "deploy": DeployConfig,
+             "finalize": FinalizeConfig, "export": ExportConfig}
 _SCALARS = {"mode": str, "workers": int, "device": str, "studies_dir": str, "progress": bool}
 
 

@@ -1,6 +1,9 @@
-"""Exports of a study: trials.csv, pareto.csv/json, pareto.html (plotly, self-contained), terminal summary.
+"""Exports of a study: trials.csv, pareto.csv/json, pareto.html (plotly, self-contained), final.csv (a finalized
+study), terminal summary.
 
-Computing the rows (tested) is kept apart from drawing them (thin).
+Computing the rows (tested) is kept apart from drawing them (thin). Every function takes the study itself (its
+stored numbers and constraints) or a :class:`StudyView`: the trials judged at the configured ``study.th`` and,
+at ``export.fidelity=final``, the final training's numbers where they exist (:mod:`search.finalize`).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +23,50 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
+from search.finalize import judged, judged_trials, pareto_front, resolve_fidelity
 from search.record import StudyRecord, TrialRecord
+
+
+@dataclass(frozen=True)
+class StudyView:
+    """What the exports read of a study.
+
+    Attributes:
+        study: the search study.
+        trials: all its trials, complete ones judged at ``th`` (trials.csv: search-time numbers).
+        pool: its complete trials at ``fidelity`` - the front is built from these.
+        finals: the complete final trials (``<name>.final``), empty when the study was never finalized.
+        fidelity: ``search`` or ``final`` (resolved from ``auto``).
+        th: the threshold feasibility is judged at (None: as stored by each trial).
+    """
+
+    study: optuna.Study
+    trials: list[optuna.trial.FrozenTrial]
+    pool: list[optuna.trial.FrozenTrial]
+    finals: list[optuna.trial.FrozenTrial]
+    fidelity: str
+    th: float | None
+
+
+def study_view(study: optuna.Study, final_study: optuna.Study | None = None, th: float | None = None,
+               fidelity: str = "search") -> StudyView:
+    fid = resolve_fidelity(fidelity, final_study)
+    trials = study.get_trials(deepcopy=False)
+    if th is not None:
+        trials = [judged(t, th) for t in trials]
+        pool = judged_trials(study, final_study, th, fid)
+    else:
+        pool = [t for t in trials if t.state == TrialState.COMPLETE]
+        if fid == "final":
+            raise ValueError("a final-fidelity view needs the threshold to judge final trials at")
+    finals = final_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if final_study else []
+    if th is not None:
+        finals = [judged(t, th) for t in finals]
+    return StudyView(study, trials, pool, finals, fid, th)
+
+
+def as_view(study: optuna.Study | StudyView) -> StudyView:
+    return study if isinstance(study, StudyView) else study_view(study)
 
 
 def trial_row(t: optuna.trial.FrozenTrial, param_columns: tuple[str, ...]) -> dict[str, Any]:
@@ -27,15 +74,19 @@ def trial_row(t: optuna.trial.FrozenTrial, param_columns: tuple[str, ...]) -> di
     return TrialRecord.from_trial(t).row(t, param_columns)
 
 
-def study_frames(study: optuna.Study, param_columns: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(all trials, feasible Pareto front) as data frames. The front comes from Optuna's own
-    ``study.best_trials`` (constraint-aware: only trials whose constraints are all <= 0)."""
-    trials = study.get_trials(deepcopy=False)
-    all_rows = pd.DataFrame([trial_row(t, param_columns) for t in trials])
-    front = sorted(study.best_trials, key=lambda t: (t.values[0], t.values[1])) if any(
-        t.state == TrialState.COMPLETE for t in trials) else []
+def study_frames(study: optuna.Study | StudyView, param_columns: tuple[str, ...]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(all trials, feasible Pareto front) as data frames. The front is Optuna's own constraint-aware
+    ``best_trials`` (only trials whose constraints are all <= 0) of the view's pool."""
+    v = as_view(study)
+    all_rows = pd.DataFrame([trial_row(t, param_columns) for t in v.trials])
+    front = sorted(pareto_front(v.pool), key=lambda t: (t.values[0], t.values[1]))
     pareto = pd.DataFrame([trial_row(t, param_columns) for t in front])
     return all_rows, pareto
+
+
+def final_frame(study: optuna.Study | StudyView, param_columns: tuple[str, ...]) -> pd.DataFrame:
+    """One row per final trial (``parent``: the search trial it re-trained; ``mAP50_search``: that trial's)."""
+    return pd.DataFrame([trial_row(t, param_columns) for t in as_view(study).finals])
 
 
 def _json_default(o: Any) -> Any:
@@ -44,12 +95,18 @@ def _json_default(o: Any) -> Any:
     return str(o)
 
 
-def export_all(study: optuna.Study, out_dir: Path, param_columns: tuple[str, ...]) -> dict[str, Path]:
-    """Write trials.csv, pareto.csv, pareto.json and pareto.html into ``out_dir``; ``param_columns`` from
-    :func:`search.space.param_columns` (the model's cut-point table)."""
+def export_all(study: optuna.Study | StudyView, out_dir: Path, param_columns: tuple[str, ...]) -> dict[str, Path]:
+    """Write trials.csv, pareto.csv, pareto.json and pareto.html (and final.csv for a finalized study) into
+    ``out_dir``; ``param_columns`` from :func:`search.space.param_columns` (the model's cut-point table)."""
+    v = as_view(study)
+    study = v.study
     out_dir.mkdir(parents=True, exist_ok=True)
-    all_rows, pareto = study_frames(study, param_columns)
+    all_rows, pareto = study_frames(v, param_columns)
     paths = {name: out_dir / name for name in ("trials.csv", "pareto.csv", "pareto.json", "pareto.html")}
+    if v.finals:
+        paths["final.csv"] = out_dir / "final.csv"
+        with atomic(paths["final.csv"]) as tmp:
+            final_frame(v, param_columns).to_csv(tmp, index=False)
     with atomic(paths["trials.csv"]) as tmp:
         all_rows.to_csv(tmp, index=False)
     with atomic(paths["pareto.csv"]) as tmp:
@@ -58,7 +115,10 @@ def export_all(study: optuna.Study, out_dir: Path, param_columns: tuple[str, ...
                for r in pareto.to_dict(orient="records")]
     rec = StudyRecord.of(study)
     meta = {"study": study.study_name, "model": rec.model, "objectives": ["node_energy_mJ", "latency_ms"],
-            "baseline_mAP50": rec.baseline_mAP50, "points": records}
+            "baseline_mAP50": rec.baseline_mAP50, "th": v.th, "fidelity": v.fidelity,
+            "fidelity_note": "each point's 'fidelity' says whose numbers it has: search (the trial's short "
+                             "fine-tuning) or final (mode=finalize, train.final; 'mAP50_search' keeps the search-time "
+                             "mAP)", "points": records}
     with atomic(paths["pareto.json"]) as tmp:
         tmp.write_text(json.dumps(meta, indent=1, default=_json_default))
     with atomic(paths["pareto.html"]) as tmp:
@@ -122,24 +182,29 @@ def pareto_figure(all_rows: pd.DataFrame, pareto: pd.DataFrame, title: str) -> g
     return fig
 
 
-def summary_lines(study: optuna.Study, param_columns: tuple[str, ...], limit: int = 15) -> list[str]:
-    _, pareto = study_frames(study, param_columns)
-    rec = StudyRecord.of(study)
+def summary_lines(study: optuna.Study | StudyView, param_columns: tuple[str, ...], limit: int = 15) -> list[str]:
+    v = as_view(study)
+    _, pareto = study_frames(v, param_columns)
+    rec = StudyRecord.of(v.study)
     base = float("nan") if rec.baseline_mAP50 is None else rec.baseline_mAP50
-    lines = [f"study {study.study_name}: {len(study.get_trials(deepcopy=False))} trials, "
-             f"{len(pareto)} feasible Pareto points (baseline mAP@0.5 {base:.4f})"
+    at = "" if v.th is None else f" at th={v.th:g}"
+    fid = f", {v.fidelity} numbers ({len({(r.accuracy_key) for r in map(TrialRecord.from_trial, v.finals)})} " \
+          f"models finalized)" if v.finals else ""
+    lines = [f"study {v.study.study_name}: {len(v.trials)} trials, "
+             f"{len(pareto)} feasible Pareto points{at}{fid} (baseline mAP@0.5 {base:.4f})"
              + (f"; model {rec.model}" if rec.model else "")]
     if pareto.empty:
         return lines
     lines.append(f"{'j':>2} {'bits':>4} {'keep_cut':>8} {'radio':>7} {'codec':>5} {'mAP50':>6} {'payload B':>9} "
-                 f"{'energy mJ':>10} {'latency ms':>11}")
+                 f"{'energy mJ':>10} {'latency ms':>11}" + (" fidelity" if v.finals else ""))
     for _, r in pareto.head(limit).iterrows():
         bits = "-" if pd.isna(r["bits"]) else int(r["bits"])
         keep = "-" if pd.isna(r["keep_cut"]) else f"{r['keep_cut']:.3f}"
         lines.append(f"{int(r['j']):>2} {bits:>4} {keep:>8} {r['radio']:>7} {r['codec']:>5} {r['mAP50']:>6.3f} "
-                     f"{int(r['payload_bytes']):>9} {r['node_energy_mJ']:>10.3f} {r['latency_ms']:>11.2f}")
+                     f"{int(r['payload_bytes']):>9} {r['node_energy_mJ']:>10.3f} {r['latency_ms']:>11.2f}"
+                     + (f" {r['fidelity']}" if v.finals else ""))
     return lines
 
 
-def print_summary(study: optuna.Study, param_columns: tuple[str, ...]) -> None:
+def print_summary(study: optuna.Study | StudyView, param_columns: tuple[str, ...]) -> None:
     print("\n".join(summary_lines(study, param_columns)), flush=True)

@@ -18,7 +18,7 @@ from optuna.trial import TrialState
 
 from objectives.objective import AccuracyResult
 
-PRIMARY, SIBLING = "primary", "sibling"
+PRIMARY, SIBLING, FINAL = "primary", "sibling", "final"
 # The system attr optuna-dashboard 0.21 reads for feasibility (a list); Optuna 5 keeps constraints elsewhere.
 LEGACY_CONSTRAINTS = "constraints"
 
@@ -48,6 +48,11 @@ class TrialRecord:
         skipped: why a proposal was pruned without a duplicate (the study's total reached by running trials).
         worker: host:pid of the process that ran the trial.
         heartbeat: last sign of life (unix time) where the storage has no heartbeats of its own (journal).
+        final_settings: a *final* trial (role ``final``, in the study ``<name>.final``, ``parent`` = the trial it
+            re-trains, same model, radio and codec): digest of the settings of its final training.
+        mAP50_search: a final trial's search-time mAP@0.5 (its parent's).
+        fidelity, final_trial: set on the copies :mod:`search.finalize` builds for the exports - ``final`` when
+            the numbers are the final training's, and that final trial's number.
     """
 
     role: str = PRIMARY
@@ -75,6 +80,10 @@ class TrialRecord:
     skipped: str | None = None
     worker: str | None = None
     heartbeat: float | None = None
+    final_settings: str | None = None
+    mAP50_search: float | None = None  # noqa: N815
+    fidelity: str | None = None
+    final_trial: int | None = None
     # not stored: filled from the frozen trial
     number: int | None = field(default=None, compare=False)
     state: TrialState | None = field(default=None, compare=False)
@@ -120,9 +129,11 @@ class TrialRecord:
 
     def row(self, t: optuna.trial.FrozenTrial, param_columns: tuple[str, ...]) -> dict[str, Any]:
         """The flat export row of trial ``t``: parameters, objectives, accuracy, payload, cost breakdowns."""
-        r: dict[str, Any] = {"trial": t.number, "state": t.state.name, "role": self.role, "parent": self.parent}
+        r: dict[str, Any] = {"trial": t.number, "state": t.state.name, "role": self.role, "parent": self.parent,
+                             "fidelity": self.fidelity or ("final" if self.role == FINAL else "search")}
         for k in param_columns:
             r[k] = t.params.get(k)
+        r["accuracy_key"] = self.accuracy_key
         r["radio"] = self.radio if self.radio is not None else t.params.get("radio")
         r["codec"] = self.codec if self.codec is not None else t.params.get("codec")
         vals = t.values if t.values is not None else [math.nan, math.nan]
@@ -130,6 +141,11 @@ class TrialRecord:
         for k in ("mAP50", "mAP50_95", "mAP50_before_finetune", "baseline_mAP50", "constraint", "feasible",
                   "infeasible_reason", "payload_bytes", "raw_bytes", "node_macs", "edge_macs", "fail_reason"):
             r[k] = getattr(self, k)
+        r["mAP50_search"] = self.mAP50_search if self.mAP50_search is not None else self.mAP50
+        r["final_trial"] = self.final_trial if self.final_trial is not None else (
+            t.number if self.role == FINAL else None)
+        platform = t.constraints.get("platform") if t.state == TrialState.COMPLETE else None
+        r["platform_feasible"] = None if platform is None else bool(platform <= 0)
         for group in ("energy", "latency"):
             for k, v in (getattr(self, group) or {}).items():
                 r[f"{group}.{k}"] = v
@@ -137,6 +153,7 @@ class TrialRecord:
         r["cut_shape"] = "x".join(map(str, acc.cut_shape)) if acc and acc.cut_shape else None
         r["entropy_bytes"] = acc.entropy_bytes if acc else None
         r["finetune_seconds"] = acc.finetune_seconds if acc else None
+        r["finetune_steps"] = acc.finetune_steps if acc else None
         return r
 
 

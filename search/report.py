@@ -9,6 +9,10 @@ The data behind each figure and table is computed by a pure function of the stud
 - Table I: energy saving and speed-up of the best feasible point against all-in-edge (j=0) and all-in-node
   (j=6) on the same radio and codec, without pruning (best unpruned split) and with pruning.
 - The paper's headline numbers next to this study's.
+- A finalized study (``mode=finalize``): search-time vs final mAP@0.5 of every finalized model (scatter with the
+  identity line), Kendall's tau, the mean absolute change and the models whose feasibility changed; Table I and
+  the headline table then use the final numbers where they exist, at the paper's threshold (th = 0.05) when at
+  least one split point is feasible there, and say which threshold they use.
 """
 
 from __future__ import annotations
@@ -23,8 +27,11 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from search.export import atomic, study_frames
+from search.export import StudyView, as_view, atomic, final_frame, study_frames, trial_row
+from search.finalize import agreement
 from search.record import StudyRecord
+
+PAPER_TH = 0.05  # the paper keeps mAP@0.5 > 95 % of its 99.11 % baseline: ~0.05 (study=energy_latency's th)
 
 PAPER_TABLE1 = {  # Saqib et al., Table I
     "without pruning": {"energy_saving_vs_edge": 1.26, "energy_saving_vs_node": 3.8, "speedup_vs_edge": 2.05,
@@ -59,16 +66,34 @@ def _paper_table1_sentence() -> str:
     return f"Paper: {case('without pruning')}; {case('with pruning')} (vs all-in-edge / all-in-node)."
 
 
-def report_data(rows: pd.DataFrame, node_j: int = 6) -> dict[str, Any]:
+def _complete(rows: pd.DataFrame) -> pd.DataFrame:
+    done = rows[rows["state"] == "COMPLETE"].copy()
+    if len(done):
+        done["unpruned"] = _unpruned(done)
+        done["j"] = done["j"].astype(int)
+    return done
+
+
+def feasible_at(df: pd.DataFrame, th: float) -> pd.Series:
+    """Eq. 4 at ``th`` (mAP@0.5 >= baseline - th) and the node platform's limits, per row."""
+    platform = df["platform_feasible"].fillna(False).astype(bool) if "platform_feasible" in df else True
+    return platform & (df["mAP50"] >= df["baseline_mAP50"] - th)
+
+
+def report_data(rows: pd.DataFrame, node_j: int = 6, final_rows: pd.DataFrame | None = None,
+                pool_rows: pd.DataFrame | None = None, th: float | None = None) -> dict[str, Any]:
     """Everything the report draws, from ``trials.csv``-style rows (complete trials only are used). ``node_j``: the
     partition index at which everything runs on the node (Tiny-YOLOv3's 6); j = 0 sends the image, the js
-    between are splits."""
-    done = rows[rows["state"] == "COMPLETE"].copy()
+    between are splits.
+
+    A finalized study adds ``final_rows`` (``final.csv``: one row per final trial), ``pool_rows`` (the complete
+    trials with final numbers where they exist) and ``th`` (the study's threshold): Table I and the headline table
+    are then computed from ``pool_rows`` at the paper's threshold (:data:`PAPER_TH`) if a split point is feasible
+    there, else at ``th``; ``table_note`` says which."""
+    done = _complete(rows)
     out: dict[str, Any] = {"n_trials": len(rows), "n_models": 0}
     if done.empty:
         return out
-    done["unpruned"] = _unpruned(done)
-    done["j"] = done["j"].astype(int)
     models = done[done["role"] == "primary"].drop_duplicates("parent")
     out["n_models"] = len(models)
     # Fig. 3 / Fig. 4: one point per model (its own codec's payload), split points only
@@ -88,7 +113,37 @@ def report_data(rows: pd.DataFrame, node_j: int = 6) -> dict[str, Any]:
     # Table I
     out["table1"] = table1(done, feas, node_j)
     out["headline"] = headline(done, feas, node_j)
+    if final_rows is not None and len(final_rows) and pool_rows is not None and th is not None:
+        pool = _complete(pool_rows)
+        split = pool["j"].between(1, node_j - 1)
+        paper = feasible_at(pool, PAPER_TH)
+        at = PAPER_TH if (paper & split).any() else th
+        feas_pool = pool[feasible_at(pool, at)]
+        out["table1"] = table1(pool, feas_pool, node_j)
+        out["headline"] = headline(pool, feas_pool, node_j)
+        finalized = final_rows["accuracy_key"].nunique()
+        source = (f"final numbers (mode=finalize, {finalized} models) where they exist, search-time numbers "
+                  f"elsewhere")
+        out["table_note"] = (f"Computed at the paper's threshold th = {PAPER_TH:g} from {source}." if at == PAPER_TH
+                             else f"Computed at the study's threshold th = {th:g} from {source}: the final numbers "
+                                  f"leave no split point feasible at the paper's th = {PAPER_TH:g}.")
+        out["table_th"] = at
+        out.update(final_agreement(final_rows, th))
     return out
+
+
+def final_agreement(final_rows: pd.DataFrame, th: float) -> dict[str, Any]:
+    """Search-time vs final mAP@0.5, one point per finalized model (``final.csv`` rows), with
+    :func:`search.finalize.agreement`'s statistics at the threshold baseline - ``th``."""
+    per = final_rows.sort_values("trial").drop_duplicates("accuracy_key", keep="last")
+    per = per[["accuracy_key", "j", "bits", "keep_cut", "mAP50_search", "mAP50", "mAP50_95", "baseline_mAP50",
+               "finetune_steps", "finetune_seconds"]].rename(columns={"mAP50": "mAP50_final"})
+    threshold = float(per["baseline_mAP50"].iloc[0]) - th
+    a = agreement(per["mAP50_search"].tolist(), per["mAP50_final"].tolist(), per["accuracy_key"].tolist(), threshold)
+    per = per.assign(change=per["mAP50_final"] - per["mAP50_search"],
+                     feasibility=["now feasible" if k in a.became_feasible else "now infeasible"
+                                  if k in a.became_infeasible else "" for k in per["accuracy_key"]])
+    return {"final": per.sort_values("mAP50_search", ascending=False), "agreement": a}
 
 
 def table1(done: pd.DataFrame, feas: pd.DataFrame, node_j: int = 6) -> pd.DataFrame:
@@ -210,16 +265,38 @@ def _figures(data: dict[str, Any]) -> list[go.Figure]:
     return figs
 
 
+def _final_figure(per: pd.DataFrame, threshold: float) -> go.Figure:
+    lo = float(min(per["mAP50_search"].min(), per["mAP50_final"].min(), threshold)) - 0.02
+    hi = float(max(per["mAP50_search"].max(), per["mAP50_final"].max(), threshold)) + 0.02
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[lo, hi], y=[lo, hi], mode="lines", name="identity",
+                             line=dict(color="grey", dash="dot")))
+    fig.add_trace(go.Scatter(x=per["mAP50_search"], y=per["mAP50_final"], mode="markers", name="finalized model",
+                             marker=dict(size=10), text=per["accuracy_key"], hoverinfo="text+x+y"))
+    fig.add_hline(y=threshold, line=dict(color="red", dash="dash"), annotation_text="threshold")
+    fig.add_vline(x=threshold, line=dict(color="red", dash="dash"))
+    fig.update_layout(title="Search-time vs final mAP@0.5 (one point per finalized model)",
+                      xaxis_title="search-time mAP@0.5 (train.finetune)", yaxis_title="final mAP@0.5 (train.final)",
+                      template="plotly_white")
+    return fig
+
+
 def _table_html(df: pd.DataFrame) -> str:
     return df.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="-", border=0, classes="t")
 
 
-def write_report(study: optuna.Study, out_dir: Path, param_columns: tuple[str, ...]) -> Path:
+def write_report(study: optuna.Study | StudyView, out_dir: Path, param_columns: tuple[str, ...]) -> Path:
     """Write ``report.html`` (plotly.js inlined once, so it opens offline)."""
-    rows, _ = study_frames(study, param_columns)
+    v = as_view(study)
+    study = v.study
+    rows, _ = study_frames(v, param_columns)
     rec = StudyRecord.of(study)
     node_j = rec.node_j if rec.node_j is not None else 6  # a study from before the model was recorded: Tiny-YOLOv3
-    data = report_data(rows, node_j) if len(rows) else {"n_trials": 0, "n_models": 0}
+    final = None
+    if v.finals and v.th is not None:
+        final = (final_frame(v, param_columns), pd.DataFrame([trial_row(t, param_columns) for t in v.pool]), v.th)
+    data = (report_data(rows, node_j, *final) if final else report_data(rows, node_j)) if len(rows) else \
+        {"n_trials": 0, "n_models": 0}
     out_dir.mkdir(parents=True, exist_ok=True)
     model = f"Model: {html.escape(rec.model)}; " if rec.model else ""
     parts = [f"<h1>Split-CNN study {html.escape(study.study_name)}</h1>",
@@ -227,10 +304,27 @@ def write_report(study: optuna.Study, out_dir: Path, param_columns: tuple[str, .
              f"<p>{data['n_trials']} trials, {data['n_models']} evaluated models. Figures follow Saqib et al.; "
              "Table I compares the best feasible point with all-in-edge and all-in-node on the same radio and "
              "codec.</p>"]
-    for i, fig in enumerate(_figures(data)):
+    figs = _figures(data)
+    for i, fig in enumerate(figs):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
+    if "agreement" in data:
+        a, per = data["agreement"], data["final"]
+        threshold = float(per["baseline_mAP50"].iloc[0]) - v.th
+        steps = sorted({int(s) for s in per["finetune_steps"].dropna() if s > 0})
+        changed = [f"{k} ({'now feasible' if k in a.became_feasible else 'now infeasible'})"
+                   for k in (*a.became_feasible, *a.became_infeasible)]
+        parts += ["<h2>Search-time vs final accuracy</h2>",
+                  f"<p>{a.n} models re-trained from the baseline with the final budget (train.final: "
+                  f"{', '.join(map(str, steps)) or 'no'} fine-tuning steps) after the search's short fine-tuning. "
+                  f"Kendall's tau (search-time vs final mAP@0.5): {a.kendall_tau:.3f}; mean absolute change "
+                  f"{a.mean_abs_change:.4f}, mean change {a.mean_change:+.4f}. Feasibility (mAP@0.5 >= "
+                  f"{threshold:.4f}, th = {v.th:g}) changed for {len(changed)} of them"
+                  f"{': ' + html.escape('; '.join(changed)) if changed else ''}.</p>",
+                  _final_figure(per, threshold).to_html(full_html=False, include_plotlyjs=not figs),
+                  _table_html(per.drop(columns=["baseline_mAP50"]))]
     if "table1" in data and len(data["table1"]):
-        parts += ["<h2>Table I: advantages of the partitioning design solution</h2>", _table_html(data["table1"]),
+        note = f"<p>{html.escape(data['table_note'])}</p>" if "table_note" in data else ""
+        parts += ["<h2>Table I: advantages of the partitioning design solution</h2>", note, _table_html(data["table1"]),
                   f"<p>{_paper_table1_sentence()}</p>"]
     if "headline" in data:
         parts += ["<h2>The paper's headline numbers and this study's</h2>", _table_html(data["headline"])]

@@ -33,8 +33,19 @@ from search import study as lifecycle
 from search.config import RunConfig, load_run_config
 from search.data import load_data
 from search.deploy.store import WeightStore
-from search.export import export_all, print_summary
-from search.objective import Objective, Pricing, Shared
+from search.export import StudyView, export_all, print_summary, study_view
+from search.finalize import (
+    Finalized,
+    agreement,
+    candidates,
+    final_name,
+    finalize,
+    judged,
+    load_final,
+    open_final,
+    pareto_front,
+)
+from search.objective import Objective, Pricing, Shared, score
 from search.profiles import ConfigError, load_profile
 from search.record import StudyRecord, TrialRecord, anchor_keys, count_primaries, front_keys
 from search.report import write_report
@@ -56,13 +67,19 @@ def model_config(rc: RunConfig, num_classes: int) -> DetectorConfig:
     return detector_config(rc.model, rc.data.size, num_classes)
 
 
-def _export(rc: RunConfig, study: optuna.Study, export_dir: Path) -> None:
+def view(rc: RunConfig, study: optuna.Study, storage) -> StudyView:
+    """The study as the exports read it: feasibility at ``study.th``, numbers at ``export.fidelity``."""
+    return study_view(study, load_final(storage, study.study_name), rc.study.th, rc.export.fidelity)
+
+
+def _export(rc: RunConfig, study: optuna.Study, export_dir: Path, storage) -> None:
     # the cut-point table's structure (layer numbers, parameter names) does not depend on the class count
     columns = param_columns(cut_points(model_config(rc, num_classes=1)))
-    export_all(study, export_dir, columns)
+    v = view(rc, study, storage)
+    export_all(v, export_dir, columns)
     if rc.mode != "export":
-        write_report(study, export_dir, columns)
-    print_summary(study, columns)
+        write_report(v, export_dir, columns)
+    print_summary(v, columns)
     store = WeightStore(export_dir / "models")
     if store.folder.is_dir():
         running, unsure = running_keys(rc, study)  # another worker's model may be on its way to the front
@@ -84,24 +101,25 @@ def running_keys(rc: RunConfig, study: optuna.Study) -> tuple[set[str], bool]:
     return keys, unsure
 
 
-def deploy(rc: RunConfig, study: optuna.Study, export_dir: Path) -> Path:
-    """``mode=deploy``: the bundle of ``deploy.trial`` (or the lowest-energy feasible Pareto point)."""
+def deploy(rc: RunConfig, study: optuna.Study, export_dir: Path, storage) -> Path:
+    """``mode=deploy``: the bundle of ``deploy.trial`` (or the lowest-energy feasible Pareto point) at the export's
+    fidelity: a finalized point ships its final weights and numbers."""
     from search.deploy.bundle import DeployError, rebuild, write_bundle
 
-    store = WeightStore(export_dir / "models")
+    v = view(rc, study, storage)
     if rc.deploy.trial is None:
-        front = sorted(study.best_trials, key=lambda t: t.values[0]) if study.get_trials(
-            deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) else []
+        front = sorted(pareto_front(v.pool), key=lambda t: t.values[0])
         if not front:
-            raise ConfigError(f"deploy: study {rc.study.name} has no feasible Pareto point; "
+            raise ConfigError(f"deploy: study {rc.study.name} has no feasible Pareto point at th={rc.study.th:g}; "
                               f"pick one with deploy.trial=N")
         trial = front[0]
     else:
-        trials = {t.number: t for t in study.get_trials(deepcopy=False)}
-        trial = trials.get(rc.deploy.trial)
-        if trial is None or trial.state != optuna.trial.TrialState.COMPLETE:
+        trial = {t.number: t for t in v.pool}.get(rc.deploy.trial)
+        if trial is None:
             raise ConfigError(f"deploy.trial={rc.deploy.trial}: not a complete trial of study {rc.study.name}")
     rec = TrialRecord.from_trial(trial)
+    final = rec.fidelity == "final"
+    store = WeightStore(export_dir / ("final-models" if final else "models"))
     if rec.accuracy is None or not store.path(rec.accuracy.key).is_file():
         key = rec.accuracy.key if rec.accuracy else "?"
         raise ConfigError(f"deploy.trial={trial.number}: no kept weights for {key} in {store.folder}/ (kept: the "
@@ -114,6 +132,8 @@ def deploy(rc: RunConfig, study: optuna.Study, export_dir: Path) -> Path:
     sm = rebuild(base.model, blob, bits, rc.model.recon)
     codec = load_profile("codec", rec.codec)
     info = {"study": rc.study.name, "trial": trial.number, "key": rec.accuracy.key, "model": model_name,
+            "fidelity": "final" if final else "search", "final_trial": rec.final_trial,
+            "finetune_steps": rec.accuracy.finetune_steps,
             "mAP50": rec.mAP50, "mAP50_95": rec.mAP50_95, "payload_bytes": rec.payload_bytes,
             "payload_mean_bytes": rec.accuracy.payload_mean_bytes.get(codec.codec),
             "payload_images": rc.eval.payload_images,
@@ -129,9 +149,67 @@ def deploy(rc: RunConfig, study: optuna.Study, export_dir: Path) -> Path:
         out = write_bundle(export_dir / "deploy" / str(trial.number), sm, blob, info, images)
     except DeployError as e:
         raise ConfigError(str(e)) from None
-    print(f"deploy: trial {trial.number} ({rec.accuracy.key}, {rec.radio}/{rec.codec}, mAP@0.5 {rec.mAP50:.4f}, "
-          f"{rec.payload_bytes} B) -> {out}/", flush=True)
+    print(f"deploy: trial {trial.number} ({rec.accuracy.key}, {rec.radio}/{rec.codec}, mAP@0.5 {rec.mAP50:.4f} "
+          f"{'final' if final else 'search-time'}, {rec.payload_bytes} B) -> {out}/", flush=True)
     return out
+
+
+def finalize_run(rc: RunConfig, study: optuna.Study, storage, export_dir: Path, device) -> list[Finalized]:
+    """``mode=finalize``: re-train the front (and the models just below the threshold) with ``train.final`` and
+    store the results in ``<study>.final`` (:mod:`search.finalize`); prints the agreement with the search."""
+    t0 = time.time()
+    rec = StudyRecord.of(study)
+    if rec.baseline_mAP50 is None:
+        raise ConfigError(f"finalize: study {rc.study.name} has no measured baseline (run it first)")
+    cache_dir = Path(rc.studies_dir) / "cache"
+    train, val, data_key = load_data(rc.data, cache_dir)
+    base, model_name = baseline_model(rc, train, data_key, cache_dir, device)
+    searched = lifecycle.search_settings(rc, model_name)
+    if rec.accuracy_settings not in (None, searched):
+        raise ConfigError(f"finalize: the data/model/train/eval settings differ from those study {rc.study.name} was "
+                          f"measured with (model now: {model_name}; study: {rec.model}); finalize with the study's "
+                          f"settings")
+    table = cut_points(base.model.cfg)
+    trials = [judged(t, rc.study.th) for t in study.get_trials(deepcopy=False,
+                                                                 states=(optuna.trial.TrialState.COMPLETE,))]
+    cands = candidates(trials, rc.finalize.margin, rc.finalize.max_points)
+    names = {(r.radio, r.codec) for t in trials if (r := TrialRecord.from_trial(t)).radio}
+    codecs = {n: load_profile("codec", n) for n in sorted({c for _, c in names} | set(rc.space.codecs))}
+    algorithms = tuple(dict.fromkeys(p.codec for p in codecs.values()))
+    pricing = Pricing(rc.platform.node, rc.platform.edge,
+                      {n: load_profile("radio", n) for n in sorted({r for r, _ in names} | set(rc.space.radios))},
+                      codecs, rc.study.th, float(rec.baseline_mAP50))
+    settings = EvalSettings(rc.eval, rc.model, dataclasses.replace(rc.train, finetune=rc.train.final), algorithms,
+                            rc.platform.edge.measured, rc.progress)
+    store = WeightStore(export_dir / "final-models")
+
+    def train_one(t: optuna.trial.FrozenTrial):
+        point = suggest(optuna.trial.FixedTrial(t.params), rc.space, table)
+        trained: dict = {}
+        acc = evaluate_accuracy(point, base.model, train, val, settings, device, trained)
+        store.save(acc.key, trained["model"], trained["kept"])
+        return acc
+
+    budget = (f"{rc.train.final.steps} steps" if rc.train.final.steps > 0 else f"{rc.train.final.epochs:g} epochs")
+    n_front = sum(c.on_front for c in cands)
+    print(f"finalize: {len(cands)} models ({n_front} on the feasible front at th={rc.study.th:g}, "
+          f"{len(cands) - n_front} within finalize.margin={rc.finalize.margin:g} below the threshold "
+          f"{rec.baseline_mAP50 - rc.study.th:.4f}; finalize.max_points={rc.finalize.max_points}), train.final: "
+          f"{budget}; results in study {final_name(rc.study.name)}", flush=True)
+    fs = open_final(storage, study)
+    done = finalize(study, fs, cands, f"{searched} final={rc.train.final!r}", rc.study.th, train_one,
+                    lambda acc, radio, codec, **kw: score(acc, radio, codec, pricing, **kw),
+                    log=lambda m: print(m, flush=True))
+    trained = [f.seconds for f in done if f.trained]
+    if done:
+        a = agreement([f.mAP50_search for f in done], [f.mAP50_final for f in done], [f.key for f in done],
+                      rec.baseline_mAP50 - rc.study.th)
+        print(f"finalize: {len(trained)} models trained ({len(done) - len(trained)} stored before), "
+              + (f"median {sorted(trained)[len(trained) // 2]:.0f} s each, " if trained else "")
+              + f"{time.time() - t0:.0f} s in all; search vs final mAP@0.5: Kendall tau {a.kendall_tau:.3f}, mean "
+              f"|change| {a.mean_abs_change:.4f} (mean {a.mean_change:+.4f}); now feasible: "
+              f"{len(a.became_feasible)}, now infeasible: {len(a.became_infeasible)}", flush=True)
+    return done
 
 
 def baseline_model(rc: RunConfig, train, data_key: str, cache_dir: Path, device):
@@ -213,21 +291,26 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
     optuna.logging.set_verbosity(optuna.logging.ERROR)  # one line per trial (and failure) comes from here instead
     studies = Path(rc.studies_dir)
     export_dir = studies / rc.study.name
-    if rc.mode == "optimize":  # checked before anything is created
+    if rc.mode in ("optimize", "finalize"):  # checked before anything is created
         sampler = lifecycle.make_sampler(rc)
         device = resolve_device(rc.device)
     storage, url = make_storage(rc.storage, rc.study.name, studies)
     if rc.mode == "deploy":
         study = lifecycle.load(rc, storage, url)
-        out = deploy(rc, study, export_dir)
+        out = deploy(rc, study, export_dir, storage)
         return RunResult(study, url, out, StudyRecord.of(study).baseline_mAP50, count_primaries(study))
     if rc.mode in ("export", "report"):
         study = lifecycle.load(rc, storage, url)
         if rc.mode == "export":
-            _export(rc, study, export_dir)
+            _export(rc, study, export_dir, storage)
         else:
-            print(f"report: {write_report(study, export_dir, param_columns(cut_points(model_config(rc, 1))))}",
-                  flush=True)
+            columns = param_columns(cut_points(model_config(rc, 1)))
+            print(f"report: {write_report(view(rc, study, storage), export_dir, columns)}", flush=True)
+        return RunResult(study, url, export_dir, StudyRecord.of(study).baseline_mAP50, count_primaries(study))
+    if rc.mode == "finalize":
+        study = lifecycle.load(rc, storage, url)
+        finalize_run(rc, study, storage, export_dir, device)
+        _export(rc, study, export_dir, storage)
         return RunResult(study, url, export_dir, StudyRecord.of(study).baseline_mAP50, count_primaries(study))
 
     cache_dir = studies / "cache"
@@ -288,8 +371,10 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
         done = with_storage_retries(rc, url, lambda: drive(rc, study, objective, table, base_map),
                                     after_outage=lambda: objective.finish_siblings(study))
     worker = os.environ.get(WORKER_ENV) is not None
+    if rc.study.finalize and not worker:
+        finalize_run(rc, study, storage, export_dir, device)
     if not worker:  # the workers of workers=N leave the exports to their parent
-        _export(rc, study, export_dir)
+        _export(rc, study, export_dir, storage)
     if objective.trial_seconds:
         ts = sorted(objective.trial_seconds)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux

@@ -59,7 +59,7 @@ def open_study(rc: RunConfig, storage: optuna.storages.BaseStorage, sampler: opt
     study.set_metric_names(list(OBJECTIVES))
     old = StudyRecord.of(study)
     space = repr(rc.space)
-    measured_with = repr((rc.data, rc.model, rc.train, rc.eval, model))  # what an accuracy result depends on
+    measured_with = search_settings(rc, model)
     if old.space not in (None, space):
         log.warning("the space differs from the one this study was created with; old trials are kept")
     if old.accuracy_settings not in (None, measured_with):
@@ -68,6 +68,14 @@ def open_study(rc: RunConfig, storage: optuna.storages.BaseStorage, sampler: opt
                     "measure again")
     StudyRecord(space=space, accuracy_settings=measured_with).save(study)
     return study
+
+
+def search_settings(rc: RunConfig, model: str) -> str:
+    """What a search-time accuracy result depends on (data, model, train, eval, the baseline's name), as the repr
+    the study keeps. ``train.final`` is left out: it is the final training's budget (``mode=finalize``), which
+    search-time results do not depend on (a study from before it existed keeps the same repr)."""
+    train = repr(rc.train).replace(f"final={rc.train.final!r}, ", "")
+    return f"({rc.data!r}, {rc.model!r}, {train}, {rc.eval!r}, {model!r})"
 
 
 def worker_index(rc: RunConfig, study: optuna.Study) -> int:

@@ -118,7 +118,11 @@ BAD = [
     (["train.adapt.adapt_lr_scale=-1"], r"train\.adapt: adapt_lr_scale=-1\.0 must be >= 0"),
     (["train.adapt.bn_recalib_batches=1.5"], r"train\.adapt\.bn_recalib_batches: expected int"),
     (["+train.adapt.lr=3"], r"train\.adapt\.lr: unknown key; AdaptConfig has"),
-    (["mode=train"], r"mode='train' not in \['optimize', 'export', 'report', 'deploy'\]"),
+    (["mode=train"], r"mode='train' not in \['optimize', 'export', 'report', 'deploy', 'finalize'\]"),
+    (["export.fidelity=best"], r"export.fidelity=.best. not in \[.auto., .search., .final.\]"),
+    (["finalize.max_points=0"], r"finalize.max_points=0 must be >= 1"),
+    (["finalize.margin=2"], r"finalize.margin=2.0 must be an mAP@0.5 distance in \[0, 1\]"),
+    (["train.final.steps=0", "train.final.epochs=0"], r"train\.final\.epochs=0\.0 and train\.final\.steps=0: one must be > 0"),
     (["device=tpu"], r"device='tpu' not in"),
     (["platform.node.nj_per_mac=-1"], r"nj_per_mac=-1\.0 must be > 0"),
     (["+platform.node.typo=1"], r"platform\.node\.typo: unknown key"),
@@ -205,7 +209,7 @@ def test_postgres_without_driver_names_the_package(monkeypatch, tmp_path):
     (["storage.heartbeat_interval=-1"], r"storage\.heartbeat_interval=-1 must be >= 0"),
     (["storage.heartbeat_interval=10", "storage.grace_period=5"], r"storage\.grace_period=5 must exceed"),
     (["~storage.url_env"], r"storage\.url_env: missing value"),
-    (["~train.finetune.seed"], r"train\.finetune\.seed: missing value"),
+    (["~train.finetune.batch_size"], r"train\.finetune\.batch_size: missing value"),
 ])
 def test_every_default_comes_from_conf(overrides, match):
     """The schemas have no Python defaults: a key removed from the YAML is an error naming it."""
