@@ -278,3 +278,14 @@ def test_finalize_on_the_quick_study_end_to_end(tmp_path):
     # finalizing with other accuracy settings than the study's is refused in one line
     p3 = cli(studies, "mode=finalize", "data.n_train=40", check=False)
     assert p3.returncode == 2 and "settings differ" in p3.stderr.strip().splitlines()[-1]
+
+
+@pytest.mark.slow
+def test_study_finalize_true_finalizes_at_the_end_of_the_run(tmp_path):
+    studies = tmp_path / "studies"
+    p = cli(studies, "study.n_trials=2", "study.finalize=true", "finalize.max_points=1")
+    assert "finalize: 1 models trained" in p.stdout
+    assert p.stdout.index("finalize: 1 models") < p.stdout.index("feasible Pareto points at th=")  # before exports
+    fs = optuna.load_study(study_name="quick.final", storage=f"sqlite:///{studies / 'quick.db'}")
+    assert len({TrialRecord.from_trial(t).accuracy_key for t in fs.get_trials()}) == 1
+    assert json.loads((studies / "quick" / "pareto.json").read_text())["fidelity"] == "final"
