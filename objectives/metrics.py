@@ -44,22 +44,30 @@ def _iou(d: np.ndarray, g: np.ndarray) -> np.ndarray:
 
 
 def _match(ious: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
-    """Greedy COCO matching. ``ious`` (D, G) for score-sorted detections -> (T, D) bool true positives."""
+    """Greedy COCO matching. ``ious`` (D, G) for score-sorted detections -> (T, D) bool true positives.
+
+    All thresholds advance together, one detection at a time (the greedy order is the score order, so it stays a
+    loop over detections), and only detections that reach the lowest threshold with some ground truth are
+    visited: the others cannot match at any threshold."""
     t_count, (d_count, g_count) = len(thresholds), ious.shape
     tp = np.zeros((t_count, d_count), dtype=bool)
     if d_count == 0 or g_count == 0:
         return tp
-    for ti, t in enumerate(thresholds):
-        taken = np.zeros(g_count, dtype=bool)
-        floor = min(t, 1 - 1e-10)
-        for di in range(d_count):
-            row = np.where(taken, -1.0, ious[di])
-            best = row.max()
-            if best >= floor:
-                # COCOeval walks the ground truths in order and keeps the last one at the best IoU
-                m = g_count - 1 - int(np.argmax(row[::-1] == best))
-                taken[m] = True
-                tp[ti, di] = True
+    floors = np.minimum(thresholds, 1 - 1e-10)
+    taken = np.zeros((t_count, g_count), dtype=bool)
+    rows = np.arange(t_count)
+    for di in np.flatnonzero(ious.max(axis=1) >= floors.min()):
+        row = np.where(taken, -1.0, ious[di][None, :])
+        best = row.max(axis=1)
+        ok = best >= floors
+        if not ok.any():
+            continue
+        # COCOeval walks the ground truths in order and keeps the last one at the best IoU
+        m = g_count - 1 - np.argmax(row[:, ::-1] == best[:, None], axis=1)
+        taken[rows[ok], m[ok]] = True
+        tp[ok, di] = True
+        if taken.all():
+            break
     return tp
 
 

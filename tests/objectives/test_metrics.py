@@ -71,6 +71,38 @@ def test_equal_to_pycocotools_on_random_detections(seed):
     assert ours.map50_95 == pytest.approx(ref, abs=1e-6)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_equal_to_pycocotools_on_crowded_overlapping_boxes(seed):
+    """Overlapping ground truths and several detections per object (duplicates, IoU ties on integer boxes): the
+    greedy matching's order and tie rule decide the result at every threshold."""
+    rng = np.random.default_rng(100 + seed)
+    dets, gts = [], []
+    for _ in range(12):
+        m = rng.integers(3, 12)
+        xy = rng.integers(0, 60, (m, 2)).astype(float)  # a small field: the boxes overlap
+        g = np.c_[xy, xy + rng.integers(20, 50, (m, 2)), rng.integers(0, 2, m)]
+        copies = np.repeat(g, rng.integers(1, 4, m), axis=0)
+        jit = copies[:, :4] + rng.integers(-4, 5, (len(copies), 4))
+        jit[:, 2:] = np.maximum(jit[:, 2:], jit[:, :2] + 1)
+        d = np.c_[jit, np.round(rng.random(len(copies)), 1), copies[:, 4]]
+        dets.append(d)
+        gts.append(g)
+    ours = average_precision(dets, gts, 2)
+    ref50, ref = coco_reference(dets, gts, 2)
+    assert ours.map50 == pytest.approx(ref50, abs=1e-6) and ours.map50_95 == pytest.approx(ref, abs=1e-6)
+
+
+def test_iou_tie_takes_the_last_ground_truth_like_cocoeval():
+    """d1 overlaps both ground truths at IoU 9/11; COCOeval keeps the later one, so d2 (= gt b) is left gt a at
+    IoU 2/3: a hit below 0.7 and a miss above. Taking gt a would make d2 a hit at every threshold."""
+    gts = [np.array([[0, 0, 10, 10, 0], [2, 0, 12, 10, 0]], float)]
+    dets = [np.array([[1, 0, 11, 10, 0.9, 0], [2, 0, 12, 10, 0.8, 0]], float)]
+    ours = average_precision(dets, gts, 1)
+    ref50, ref = coco_reference(dets, gts, 1)
+    assert ours.map50 == pytest.approx(ref50, abs=1e-9) == 1.0
+    assert ours.map50_95 == pytest.approx(ref, abs=1e-9) and ref < 0.9
+
+
 def test_max_dets_cut_matches_pycocotools():
     dets, gts = random_case(11, n_img=10, num_classes=1)
     rng = np.random.default_rng(0)
