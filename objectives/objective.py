@@ -71,6 +71,7 @@ class AccuracyResult:
     finetune_steps: int = 0
     seconds: float = 0.0
     edge_measured_ms: float | None = None
+    phase_seconds: dict[str, float] = field(default_factory=dict)
 
     def as_attrs(self) -> dict[str, Any]:
         return asdict(self)
@@ -91,11 +92,20 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
     also receives the trained split model (``model``, on the CPU) and the kept channel indices of every pruned
     conv (``kept``), for keeping the weights."""
     t0 = time.time()
+    phases: dict[str, float] = {}
+    clock = [t0]
+
+    def lap(name: str) -> None:  # wall time since the previous lap, added to ``name``
+        now = time.time()
+        phases[name] = phases.get(name, 0.0) + now - clock[0]
+        clock[0] = now
+
     cfg, ev = baseline.cfg, s.eval
     head, table = cfg.head(), cut_points(cfg)
     sm = split(baseline, point.j, bits=point.bits, recon=s.model.recon)
     calib = _images(train, ev.calib_images)
     sm.calibrate(calib, device, s.model.range_percentile)
+    lap("calibrate")
     keep = point.keep_map(table)
     kept: dict[str, list[int]] = {}
     if keep:
@@ -111,6 +121,7 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
             trained["kept"] = kept_idx
         kept = {str(k): [int(a), int(b)] for k, (a, b) in done.items()}
         sm.calibrate(calib, device, s.model.range_percentile)  # the cut feature changed: re-calibrate mu and max
+        lap("prune")
     tune = s.train.finetune_enabled and sm.cut_point.is_split
     before = float("nan")
     if sm.cut_point.sends_detections:  # the edge only ever gets what the node sends: score it on that
@@ -119,15 +130,19 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
     elif not tune or ev.before_finetune:
         r = evaluate_map(sm, val, head, cfg.input_size, ev.conf_threshold, ev.nms_iou, device)
         before = r.map50
+    lap("evaluate")
     ft_seconds, ft_steps = 0.0, 0
     if tune:
         sm, stats = finetune(sm, baseline, train, s.train.finetune, device, s.train.distill, progress=s.progress,
                              adapt=s.train.adapt)
         ft_seconds, ft_steps = stats["seconds"], int(stats["steps"])
+        lap("finetune")
         r = evaluate_map(sm, val, head, cfg.input_size, ev.conf_threshold, ev.nms_iou, device)
+        lap("evaluate")
     sub = type(val)(val.images[:ev.payload_images], val.labels[:ev.payload_images], val.class_names)
     ps = payload_stats(sm, sub, s.codecs, head=head, conf_threshold=ev.payload_conf_threshold, nms_iou=ev.nms_iou,
                        device=device)
+    lap("payload")
     macs = sm.macs()
     sm.cpu()
     if trained is not None:
@@ -139,6 +154,8 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
     if s.measure_edge:
         example = None if sm.cut_point.sends_detections else sm.node(calib[:1])
         edge_ms = time_edge_ms(sm.edge.to(device), sm.interface(example).to(device)) if example is not None else 0.0
+    peak = sm.node_peak_activation(calib)
+    lap("macs_memory")
     return AccuracyResult(
         key=point.accuracy_key(table), j=point.j, map50=r.map50, map50_95=r.map50_95,
         map50_before_finetune=before,
@@ -146,9 +163,9 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
         node_macs_per_layer={str(k): int(v) for k, v in macs.node_per_layer.items()},
         cut_shape=[c, h, w], feature_values=c * h * w if sm.cut_point.is_split else 0, raw_bytes=ps.raw_bytes,
         payload_mean_bytes=ps.mean_bytes, payload_max_bytes=ps.max_bytes, entropy_bytes=ps.entropy_bytes,
-        best_codec=ps.best_codec, weight_count=int(weights), peak_activation_values=sm.node_peak_activation(calib),
+        best_codec=ps.best_codec, weight_count=int(weights), peak_activation_values=peak,
         kept_channels=kept, finetune_seconds=ft_seconds, finetune_steps=ft_steps, seconds=time.time() - t0,
-        edge_measured_ms=edge_ms,
+        edge_measured_ms=edge_ms, phase_seconds=phases,
     )
 
 

@@ -65,6 +65,10 @@ def test_split_point_pruned_and_finetuned(setup):
     assert acc.kept_channels == {"4": [8, 4], "0": [2, 1]}
     assert acc.finetune_steps == 3 and acc.key == p.accuracy_key(cut_points(base.cfg))
     assert acc.key == "j=3;b=2;cut=4/8;L=[0:1/2,2:4/4];crit=l1"  # width 0.125: convs 0, 2, 4 have 2, 4, 8
+    # every phase is timed once it ran, and the phases add up to the trial (they are consecutive laps)
+    assert set(acc.phase_seconds) == {"calibrate", "prune", "evaluate", "finetune", "payload", "macs_memory"}
+    assert acc.phase_seconds["finetune"] >= acc.finetune_seconds > 0
+    assert sum(acc.phase_seconds.values()) == pytest.approx(acc.seconds, abs=0.05)
     # round-trips through trial user attrs
     again = AccuracyResult.from_attrs(acc.as_attrs())
     assert again == acc

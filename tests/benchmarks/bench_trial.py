@@ -1,0 +1,78 @@
+"""Benchmark: where a default trial's time goes, phase by phase.
+
+    python tests/benchmarks/bench_trial.py [hydra overrides]
+
+Evaluates six design points typical of the default study (its data, model, fine-tuning and eval settings; the
+cached baseline of that config, trained first if missing) and prints, per point and as the median over the split
+points, the wall time of each phase that ``objectives.objective.evaluate_accuracy`` records
+(``AccuracyResult.phase_seconds``): calibrate (split + Eq. 5 calibration), prune (step 1 + 2 and re-calibration),
+finetune (AdaBN + the fine-tuning steps), evaluate (mAP on the validation set), payload (encoding the
+validation payloads per codec), macs_memory (MACs, weights, peak activation); then siblings (pricing the model on
+every radio x codec of the space, without the storage writes, which the study's summary line reports).
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+from models import cut_points
+from objectives.baseline import detector_config, train_baseline
+from objectives.design import DesignPoint
+from objectives.device import resolve_device
+from objectives.objective import EvalSettings, evaluate_accuracy
+from search.config import compose
+from search.data import load_data
+from search.objective import Pricing, score
+from search.profiles import load_profile
+
+POINTS = [  # from the default study's trials (fresh-clone run, README "Measured figures")
+    DesignPoint(1, 4, 0.296205),                                                   # its best-energy point
+    DesignPoint(1, 8, 0.20332),
+    DesignPoint(2, 2, 0.739401, ((0, 0.865124),)),
+    DesignPoint(4, 4, 0.618560, ((0, 0.403255), (2, 0.847578), (4, 0.520172))),
+    DesignPoint(5, 8, 1.0, ((0, 1.0), (2, 1.0), (4, 1.0), (6, 1.0))),              # an unpruned anchor
+    DesignPoint(0),                                                                # the image
+]
+PHASES = ("calibrate", "prune", "finetune", "evaluate", "payload", "macs_memory")
+
+
+def main() -> None:
+    rc = compose(["progress=false", *sys.argv[1:]])
+    dev = resolve_device(rc.device)
+    cache = Path(rc.studies_dir) / "cache"
+    train, val, key = load_data(rc.data, cache)
+    base = train_baseline(detector_config(rc.model, rc.data.size, len(train.class_names)), train, key,
+                          rc.train.baseline, cache, dev, kmeans=rc.model.kmeans_anchors, progress=False)
+    codecs = {n: load_profile("codec", n) for n in rc.space.codecs}
+    algorithms = tuple(dict.fromkeys(p.codec for p in codecs.values()))
+    s = EvalSettings(rc.eval, rc.model, rc.train, algorithms, rc.platform.edge.measured, False)
+    pricing = Pricing(rc.platform.node, rc.platform.edge, {n: load_profile("radio", n) for n in rc.space.radios},
+                      codecs, rc.study.th, 0.93)
+    table = cut_points(base.model.cfg)
+    print(f"device {dev}; baseline cached={base.cached}; finetune {rc.train.finetune.steps} steps; "
+          f"{len(val.images)} val images, {rc.eval.payload_images} payload images, codecs {algorithms}", flush=True)
+    print(f"{'point':<44} {'total':>6} " + " ".join(f"{p:>11}" for p in PHASES) + f" {'siblings':>9}")
+    rows = []
+    for p in POINTS:
+        acc = evaluate_accuracy(p, base.model, train, val, s, dev)
+        t = time.perf_counter()
+        for radio in rc.space.radios:
+            for codec in rc.space.codecs:
+                score(acc, radio, codec, pricing)
+        sib = time.perf_counter() - t
+        ph = {k: acc.phase_seconds.get(k, 0.0) for k in PHASES}
+        rows.append((p, acc.seconds, ph, sib))
+        print(f"{acc.key[:44]:<44} {acc.seconds:>6.2f} " + " ".join(f"{ph[k]:>11.2f}" for k in PHASES)
+              + f" {sib:>9.4f}", flush=True)
+    split = [r for r in rows if table[r[0].j].is_split]
+    print(f"{'median over the ' + str(len(split)) + ' split points':<44} "
+          f"{statistics.median(r[1] for r in split):>6.2f} "
+          + " ".join(f"{statistics.median(r[2][k] for r in split):>11.2f}" for k in PHASES)
+          + f" {statistics.median(r[3] for r in split):>9.4f}")
+
+
+if __name__ == "__main__":
+    main()
