@@ -23,7 +23,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from search.finalize import judged, judged_trials, pareto_front, resolve_fidelity
+from search.finalize import judged, pareto_front, resolve_fidelity, with_finals
 from search.record import StudyRecord, TrialRecord
 
 
@@ -50,18 +50,16 @@ class StudyView:
 
 def study_view(study: optuna.Study, final_study: optuna.Study | None = None, th: float | None = None,
                fidelity: str = "search") -> StudyView:
-    fid = resolve_fidelity(fidelity, final_study)
+    finals = final_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if final_study else []
+    fid = resolve_fidelity(fidelity, finals)
+    if th is None and fid == "final":
+        raise ValueError("a final-fidelity view needs the threshold to judge final trials at")
     trials = study.get_trials(deepcopy=False)
     if th is not None:
-        trials = [judged(t, th) for t in trials]
-        pool = judged_trials(study, final_study, th, fid)
-    else:
-        pool = [t for t in trials if t.state == TrialState.COMPLETE]
-        if fid == "final":
-            raise ValueError("a final-fidelity view needs the threshold to judge final trials at")
-    finals = final_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if final_study else []
-    if th is not None:
-        finals = [judged(t, th) for t in finals]
+        trials, finals = [judged(t, th) for t in trials], [judged(t, th) for t in finals]
+    pool = [t for t in trials if t.state == TrialState.COMPLETE]
+    if fid == "final":
+        pool = with_finals(pool, finals)
     return StudyView(study, trials, pool, finals, fid, th)
 
 

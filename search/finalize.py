@@ -14,9 +14,10 @@ the dashboard shows ``<name>.final`` as a study of its own (its own Pareto front
 settings (it is resumable after a kill at any point: a model is trained again only when none of its final trials
 was stored).
 
-The exports read both studies through :func:`judged_trials`: every complete trial with its constraint judged at
-the configured ``study.th``, and with ``export.fidelity=final`` the final trial's numbers in place of the
-search-time ones wherever they exist (the row says ``fidelity: final``).
+The exports (``search.export.study_view``) read both studies once: every complete trial with its constraint
+judged at the configured ``study.th`` (:func:`judged`), and with ``export.fidelity=final`` the final trial's
+numbers in place of the search-time ones wherever they exist (:func:`with_finals`; the row says
+``fidelity: final``).
 """
 
 from __future__ import annotations
@@ -83,7 +84,9 @@ def judged(t: FrozenTrial, th: float) -> FrozenTrial:
 
 
 def _copy(t: FrozenTrial, user_attrs: dict, constraints: dict[str, float], number: int | None = None) -> FrozenTrial:
-    """A complete copy of ``t`` through Optuna's public ``create_trial`` (which stores constraints its own way)."""
+    """A complete copy of ``t`` through Optuna's public ``create_trial`` (which stores constraints its own way). The
+    copy leaves out ``t``'s constraint attrs (the legacy list and Optuna's own): ``create_trial`` keeps a constraint
+    it already holds, so ``constraints`` would otherwise be ignored."""
     system = {k: v for k, v in t.system_attrs.items() if not k.startswith("constraints")}
     c = optuna.trial.create_trial(params=t.params, distributions=t.distributions, values=t.values,
                                   user_attrs=user_attrs, system_attrs={**system, **legacy_constraints(constraints)},
@@ -109,40 +112,38 @@ def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [complete[t.number] for t in mem.best_trials]
 
 
-def latest_finals(final_study: optuna.Study | None) -> dict[tuple[str, str, str], FrozenTrial]:
-    """(accuracy key, radio, codec) -> the newest complete final trial."""
+def latest_finals(finals: list[FrozenTrial]) -> dict[tuple[str, str, str], FrozenTrial]:
+    """(accuracy key, radio, codec) -> the newest of the complete final trials ``finals``."""
     out: dict[tuple[str, str, str], FrozenTrial] = {}
-    for t in final_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if final_study else []:
+    for t in finals:
         r = TrialRecord.from_trial(t)
-        if r.accuracy_key:
+        if r.accuracy_key and t.state == TrialState.COMPLETE:
             out[(r.accuracy_key, r.radio, r.codec)] = t
     return out
 
 
-def judged_trials(study: optuna.Study, final_study: optuna.Study | None, th: float,
-                  fidelity: str) -> list[FrozenTrial]:
-    """The search study's complete trials judged at ``th``; with ``fidelity='final'``, each replaced by its final
-    trial where one exists (a copy numbered like the trial it re-trained, with that trial's role and parent,
-    ``fidelity: final`` and ``final_trial``)."""
-    finals = latest_finals(final_study) if fidelity == "final" else {}
+def with_finals(trials: list[FrozenTrial], finals: list[FrozenTrial]) -> list[FrozenTrial]:
+    """The search study's complete ``trials``, each replaced by its final trial where ``finals`` has one: a copy
+    numbered like the trial it re-trained, with that trial's role and parent, ``fidelity: final`` and
+    ``final_trial`` (both lists judged at the same th)."""
+    latest = latest_finals(finals)
     out = []
-    for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+    for t in trials:
         r = TrialRecord.from_trial(t)
-        f = finals.get((r.accuracy_key, r.radio, r.codec))
+        f = latest.get((r.accuracy_key, r.radio, r.codec))
         if f is None:
-            out.append(judged(t, th))
+            out.append(t)
             continue
         user = {**f.user_attrs, "role": r.role, "parent": r.parent, "fidelity": "final", "final_trial": f.number}
-        out.append(judged(_copy(f, user, constraints_of(f), number=t.number), th))
+        out.append(_copy(f, user, constraints_of(f), number=t.number))
     return out
 
 
-def resolve_fidelity(fidelity: str, final_study: optuna.Study | None) -> str:
-    """``auto``: final once the study has final trials, else search."""
+def resolve_fidelity(fidelity: str, finals: list[FrozenTrial]) -> str:
+    """``auto``: final once the study has complete final trials ``finals``, else search."""
     if fidelity != "auto":
         return fidelity
-    has = final_study is not None and bool(final_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-    return "final" if has else "search"
+    return "final" if finals else "search"
 
 
 # ------------------------------------------------------------------------------------------ which points

@@ -167,9 +167,13 @@ def set_constraints(trial: optuna.Trial, constraints: dict[str, float]) -> None:
     """Optuna 5's constraints (``trial.set_constraint``) and the legacy list optuna-dashboard 0.21 reads."""
     for k, v in constraints.items():
         trial.set_constraint(k, v)
-    # Optuna has no public setter for a running trial's system attrs (Trial.set_system_attr was removed); the
-    # dashboard's feasibility view needs this one list, so it is written through the trial's storage here only.
-    trial.storage.set_trial_system_attr(trial._trial_id, LEGACY_CONSTRAINTS, list(constraints.values()))
+    # Optuna has no setter for a running trial's system attrs (Trial.set_system_attr was removed); the dashboard's
+    # feasibility view needs this one list, so it is written through the storage's public API, which addresses the
+    # trial by its study and number.
+    storage = trial.storage
+    trial_id = storage.get_trial_id_from_study_id_trial_number(
+        storage.get_study_id_from_name(trial.study.study_name), trial.number)
+    storage.set_trial_system_attr(trial_id, LEGACY_CONSTRAINTS, list(constraints.values()))
 
 
 def legacy_constraints(constraints: dict[str, float]) -> dict[str, Any]:

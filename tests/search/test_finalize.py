@@ -174,7 +174,7 @@ def test_finalize_killed_between_final_trials_reuses_what_was_stored(study):
     calls: list[str] = []
     fs, _ = run_finalize(study, {}, calls)
     assert calls == ["tiny"]  # the stored model and the half-stored one are not trained again
-    assert len(fs.get_trials()) == 12 and len(latest_finals(fs)) == 12  # no (model, radio, codec) twice
+    assert len(fs.get_trials()) == 12 and len(latest_finals(fs.get_trials())) == 12  # no (model, radio, codec) twice
 
 
 def test_fidelity_switch_changes_exactly_the_finalized_rows(study):
