@@ -28,6 +28,7 @@ from models import DarknetError, DetectorConfig, cut_points
 from objectives.baseline import WeightsError, detector_config, load_baseline, train_baseline, weights_digest
 from objectives.device import resolve_device
 from objectives.objective import EvalSettings, evaluate_accuracy
+from objectives.settings import TrainSettings
 from search import drivers
 from search import study as lifecycle
 from search.config import RunConfig, load_run_config
@@ -154,6 +155,19 @@ def deploy(rc: RunConfig, study: optuna.Study, export_dir: Path, storage) -> Pat
     return out
 
 
+def measuring(rc: RunConfig, base_map: float, train: TrainSettings, radios: set[str] = frozenset(),
+              codecs: set[str] = frozenset()) -> tuple[EvalSettings, Pricing]:
+    """How a run measures a model (``train``'s fine-tuning, payloads for every codec algorithm) and prices it: the
+    space's radios and codecs, and ``radios``/``codecs`` besides (a study's trials may name ones the space has
+    dropped since)."""
+    profiles = {n: load_profile("codec", n) for n in [*rc.space.codecs, *sorted(set(codecs) - set(rc.space.codecs))]}
+    algorithms = tuple(dict.fromkeys(p.codec for p in profiles.values()))
+    settings = EvalSettings(rc.eval, rc.model, train, algorithms, rc.platform.edge.measured, rc.progress)
+    radio_names = [*rc.space.radios, *sorted(set(radios) - set(rc.space.radios))]
+    return settings, Pricing(rc.platform.node, rc.platform.edge, {n: load_profile("radio", n) for n in radio_names},
+                             profiles, rc.study.th, base_map)
+
+
 def finalize_run(rc: RunConfig, study: optuna.Study, storage, export_dir: Path, device) -> list[Finalized]:
     """``mode=finalize``: re-train the front (and the models just below the threshold) with ``train.final`` and
     store the results in ``<study>.final`` (:mod:`search.finalize`); prints the agreement with the search."""
@@ -174,13 +188,8 @@ def finalize_run(rc: RunConfig, study: optuna.Study, storage, export_dir: Path, 
                                                                  states=(optuna.trial.TrialState.COMPLETE,))]
     cands = candidates(trials, rc.finalize.margin, rc.finalize.max_points)
     names = {(r.radio, r.codec) for t in trials if (r := TrialRecord.from_trial(t)).radio}
-    codecs = {n: load_profile("codec", n) for n in sorted({c for _, c in names} | set(rc.space.codecs))}
-    algorithms = tuple(dict.fromkeys(p.codec for p in codecs.values()))
-    pricing = Pricing(rc.platform.node, rc.platform.edge,
-                      {n: load_profile("radio", n) for n in sorted({r for r, _ in names} | set(rc.space.radios))},
-                      codecs, rc.study.th, float(rec.baseline_mAP50))
-    settings = EvalSettings(rc.eval, rc.model, dataclasses.replace(rc.train, finetune=rc.train.final), algorithms,
-                            rc.platform.edge.measured, rc.progress)
+    settings, pricing = measuring(rc, float(rec.baseline_mAP50), dataclasses.replace(rc.train, finetune=rc.train.final),
+                                  radios={r for r, _ in names}, codecs={c for _, c in names})
     store = WeightStore(export_dir / "final-models")
 
     def train_one(t: optuna.trial.FrozenTrial):
@@ -326,11 +335,7 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
     print(f"model {model_name}: {len(table)} cut points; baseline mAP@0.5 = {base_map:.4f} ({how}); "
           f"constraint mAP@0.5 >= {base_map - rc.study.th:.4f}; storage {url}", flush=True)
 
-    codecs = {n: load_profile("codec", n) for n in rc.space.codecs}
-    algorithms = tuple(dict.fromkeys(p.codec for p in codecs.values()))
-    settings = EvalSettings(rc.eval, rc.model, rc.train, algorithms, rc.platform.edge.measured, rc.progress)
-    pricing = Pricing(rc.platform.node, rc.platform.edge, {n: load_profile("radio", n) for n in rc.space.radios},
-                      codecs, rc.study.th, base_map)
+    settings, pricing = measuring(rc, base_map, rc.train)
     shared = None if rc.study.single_worker else Shared(
         Claims(rc.storage.claim_delay_s),
         AttrHeartbeat(rc.storage.heartbeat_interval, rc.storage.grace_period) if rc.storage.kind == "journal"
@@ -351,7 +356,7 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
                      min_age_s=0.0 if rc.study.single_worker else rc.storage.grace_period)
         return acc
 
-    objective = Objective(study, rc.space, table, pricing, evaluate, algorithms, shared)
+    objective = Objective(study, rc.space, table, pricing, evaluate, settings.codecs, shared)
     interrupted = lifecycle.recover(study, rc.study.single_worker, shared.liveness if shared else None)
     if interrupted:
         print(f"resumed: {interrupted} interrupted trial(s) failed and queued again", flush=True)

@@ -22,11 +22,11 @@ from models import cut_points
 from objectives.baseline import detector_config, train_baseline
 from objectives.design import DesignPoint
 from objectives.device import resolve_device
-from objectives.objective import EvalSettings, evaluate_accuracy
+from objectives.objective import evaluate_accuracy
 from search.config import compose
 from search.data import load_data
-from search.objective import Pricing, score
-from search.profiles import load_profile
+from search.objective import score
+from search.run import measuring
 
 POINTS = [  # from the default study's trials (fresh-clone run, README "Measured figures")
     DesignPoint(1, 4, 0.296205),                                                   # its best-energy point
@@ -46,11 +46,8 @@ def main() -> None:
     train, val, key = load_data(rc.data, cache)
     base = train_baseline(detector_config(rc.model, rc.data.size, len(train.class_names)), train, key,
                           rc.train.baseline, cache, dev, kmeans=rc.model.kmeans_anchors, progress=False)
-    codecs = {n: load_profile("codec", n) for n in rc.space.codecs}
-    algorithms = tuple(dict.fromkeys(p.codec for p in codecs.values()))
-    s = EvalSettings(rc.eval, rc.model, rc.train, algorithms, rc.platform.edge.measured, False)
-    pricing = Pricing(rc.platform.node, rc.platform.edge, {n: load_profile("radio", n) for n in rc.space.radios},
-                      codecs, rc.study.th, 0.93)
+    s, pricing = measuring(rc, 0.93, rc.train)  # the baseline mAP only moves the constraint, not the time
+    algorithms = s.codecs
     table = cut_points(base.model.cfg)
     print(f"device {dev}; baseline cached={base.cached}; finetune {rc.train.finetune.steps} steps; "
           f"{len(val.images)} val images, {rc.eval.payload_images} payload images, codecs {algorithms}", flush=True)
