@@ -111,9 +111,10 @@ def report_data(rows: pd.DataFrame, node_j: int = 6, final_rows: pd.DataFrame | 
     best = feas.sort_values("node_energy_mJ").groupby(["j", "radio"], as_index=False).first()
     out["fig5"] = best[["j", "radio", "codec", "node_energy_mJ", "latency_ms", "mAP50", "payload_bytes"]]
     # Table I
-    out["table1"] = table1(done, feas, node_j)
-    out["headline"] = headline(done, feas, node_j)
-    if final_rows is not None and len(final_rows) and pool_rows is not None and th is not None:
+    if final_rows is None or not len(final_rows) or pool_rows is None or th is None:
+        out["table1"] = table1(done, feas, node_j)
+        out["headline"] = headline(done, feas, node_j)
+    else:
         pool = _complete(pool_rows)
         split = pool["j"].between(1, node_j - 1)
         paper = feasible_at(pool, PAPER_TH)
