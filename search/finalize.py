@@ -84,12 +84,11 @@ def judged(t: FrozenTrial, th: float) -> FrozenTrial:
 
 
 def _copy(t: FrozenTrial, user_attrs: dict, constraints: dict[str, float], number: int | None = None) -> FrozenTrial:
-    """A complete copy of ``t`` through Optuna's public ``create_trial`` (which stores constraints its own way). The
-    copy leaves out ``t``'s constraint attrs (the legacy list and Optuna's own): ``create_trial`` keeps a constraint
-    it already holds, so ``constraints`` would otherwise be ignored."""
-    system = {k: v for k, v in t.system_attrs.items() if not k.startswith("constraints")}
+    """A complete copy of ``t`` (for the exports' fronts and rows) through Optuna's public ``create_trial``, with
+    ``constraints`` and the dashboard's legacy list of them as its only system attrs: nothing downstream reads the
+    others, and ``create_trial`` would keep the constraints ``t`` already holds over the new ones."""
     c = optuna.trial.create_trial(params=t.params, distributions=t.distributions, values=t.values,
-                                  user_attrs=user_attrs, system_attrs={**system, **legacy_constraints(constraints)},
+                                  user_attrs=user_attrs, system_attrs=legacy_constraints(constraints),
                                   constraints=constraints)
     c.number = t.number if number is None else number
     c.datetime_start, c.datetime_complete = t.datetime_start, t.datetime_complete
