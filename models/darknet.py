@@ -328,6 +328,11 @@ class DarknetMaxPool(nn.Module):
                 x = F.pad(x, (lo, hi, lo, hi), mode="replicate")
             else:
                 x = F.pad(x, (lo, hi, lo, hi), value=float("-inf"))
+        if x.device.type == "cpu" and not torch.is_grad_enabled() and not torch.jit.is_tracing() \
+                and not torch.onnx.is_in_onnx_export():
+            # PyTorch's CPU kernel is ~6x faster on channels-last input (measured: 32x16x160x160, 30 ms -> 5 ms);
+            # same values. Only without autograd: with the backward pass the layout copies cost what they save.
+            return F.max_pool2d(x.contiguous(memory_format=torch.channels_last), k, s).contiguous()
         return F.max_pool2d(x, k, s)
 
 

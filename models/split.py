@@ -362,8 +362,9 @@ class SplitModel(nn.Module):
         a no-op at j=0 and j=6."""
         if self.cut_point.is_split:
             self.eval().to(device)
-            calibrate(self.interface, lambda: (self.node(images[i:i + batch_size].to(device))
-                                               for i in range(0, len(images), batch_size)), percentile)
+            with torch.no_grad():  # the node runs once; the passes of ``calibrate`` reuse its outputs
+                feats = [self.node(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
+            calibrate(self.interface, feats, percentile)
 
     @torch.no_grad()
     def node_peak_activation(self, x: torch.Tensor) -> int:

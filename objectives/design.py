@@ -7,6 +7,11 @@ from dataclasses import dataclass
 from models.split import CutTable
 
 
+class PointFailed(RuntimeError):
+    """A design point could not be measured (training diverged, a design table cannot answer it): its trial fails
+    with this message as the reason and the study goes on."""
+
+
 @dataclass(frozen=True)
 class DesignPoint:
     """Where to cut (j), how to quantize (bits) and prune (keep ratios), which codec and radio.

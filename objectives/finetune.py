@@ -83,7 +83,7 @@ def finetune(
             (fast if int(k) in near else rest).extend(m.parameters())
             if int(k) not in near:
                 deep_bn += [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
-        groups = [(node, adapt.node_lr_scale), (fast, adapt.adapt_lr_scale), (rest, 1.0)]
+        groups = [(node, adapt.node_lr_scale), (fast, adapt.adapt_lr_scale), (rest, adapt.edge_lr_scale)]
         frozen = tuple(deep_bn) if adapt.freeze_bn else ()
     taps = None
     if distill is not None and distill.feature_weight > 0 and split_model.cut_point.is_split:

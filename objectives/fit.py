@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from models import YOLOHeadConfig, YOLOLoss
 from objectives.data.batches import Batches
 from objectives.data.synthetic import ImageSet
+from objectives.design import PointFailed
 from objectives.device import autocast
 from objectives.settings import DistillConfig, TrainConfig
 
@@ -48,7 +49,7 @@ def _lr_at(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingDiverged(PointFailed):
     """The loss became NaN or infinite; the message says when."""
 
 

@@ -74,6 +74,8 @@ class AdaptConfig:
         adapt_convs: the first this-many conv layers after the cut learn at ``lr * adapt_lr_scale``.
         adapt_lr_scale: learning-rate multiplier of those layers.
         node_lr_scale: learning-rate multiplier of the node's layers.
+        edge_lr_scale: learning-rate multiplier of the edge's other layers (0 freezes them: the backward pass
+            then computes no weight gradients there, and none at all on a frozen node).
         freeze_bn: BatchNorm layers of the edge past the adapted ones keep their running statistics (eval
             mode) while fine-tuning; the node's and the adapted layers' BatchNorms train.
     """
@@ -82,10 +84,11 @@ class AdaptConfig:
     adapt_convs: int
     adapt_lr_scale: float
     node_lr_scale: float
+    edge_lr_scale: float
     freeze_bn: bool
 
     def __post_init__(self) -> None:
-        for name in ("bn_recalib_batches", "adapt_convs", "adapt_lr_scale", "node_lr_scale"):
+        for name in ("bn_recalib_batches", "adapt_convs", "adapt_lr_scale", "node_lr_scale", "edge_lr_scale"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (a scale of 0 freezes those layers)")
 

@@ -51,15 +51,16 @@ class Range:
 @dataclass(frozen=True)
 class SpaceConfig:
     """The design space. Keep ratios: ``cut_keep`` for the conv that feeds the cut (step 1), ``layer_keep``
-    for each earlier node conv (step 2); both are only sampled where a feature map is cut. ``codecs`` and
-    ``radios`` name cost profiles (conf/codec/, conf/radio/); they are checked against the profiles on disk by
-    :func:`load_run_config`."""
+    for each earlier node conv (step 2; one ratio for all of them with ``shared_layer_keep``); both are only
+    sampled where a feature map is cut. ``codecs`` and ``radios`` name cost profiles (conf/codec/, conf/radio/);
+    they are checked against the profiles on disk by :func:`load_run_config`."""
 
     partitions: Optional[List[int]]  # noqa: UP006, UP045 - None: every cut point of the model
     bits: List[int]  # noqa: UP006
     cut_keep: Range
     layer_keep: Range
     prune_earlier: bool
+    shared_layer_keep: bool
     criteria: List[str]  # noqa: UP006
     codecs: List[str]  # noqa: UP006
     radios: List[str]  # noqa: UP006
@@ -245,8 +246,15 @@ class RunConfig:
     device: str
     studies_dir: str
     progress: bool
+    table: Optional[str]  # noqa: UP045 - a design table CSV (objectives.table): answer points from it
 
     def __post_init__(self) -> None:
+        if self.table is not None and (self.mode in ("finalize", "deploy") or self.study.finalize):
+            raise ConfigError(f"table={self.table!r} answers points from measured numbers and keeps no weights: "
+                              f"mode={self.mode} / study.finalize={self.study.finalize} need a study that trained them")
+        if self.table is not None and not os.path.isfile(self.table):
+            raise ConfigError(f"table={self.table!r}: file not found (a design table CSV, made by "
+                              f"tests/benchmarks/build_table.py)")
         if self.workers < 1:
             raise ConfigError(f"workers={self.workers} must be >= 1")
         if self.mode not in MODES:
@@ -258,7 +266,8 @@ class RunConfig:
 _SECTIONS = {"study": StudyConfig, "space": SpaceConfig, "data": DataConfig, "model": ModelConfig,
              "train": TrainSettings, "eval": EvalConfig, "storage": StorageConfig, "deploy": DeployConfig,
              "finalize": FinalizeConfig, "export": ExportConfig}
-_SCALARS = {"mode": str, "workers": int, "device": str, "studies_dir": str, "progress": bool}
+_SCALARS = {"mode": str, "workers": int, "device": str, "studies_dir": str, "progress": bool,
+            "table": Optional[str]}  # noqa: UP045
 
 
 def load_run_config(cfg: DictConfig | dict[str, Any], conf_dir: Path = CONF_DIR) -> RunConfig:

@@ -12,8 +12,7 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from models.split import CutTable
-from objectives.design import DesignPoint
-from objectives.fit import TrainingDiverged
+from objectives.design import DesignPoint, PointFailed
 from search import record, workers
 from search.config import RunConfig
 from search.objective import Objective
@@ -83,7 +82,7 @@ def _optimize(study: optuna.Study, objective: Objective, stop: Callable[[optuna.
                                                                        None]) -> None:
     """``study.optimize`` until ``stop`` calls ``study.stop()``: a failed trial does not end it, and the
     objective's callback adds siblings after every trial."""
-    study.optimize(objective, catch=(TrainingDiverged,), callbacks=[objective.after_trial, stop],
+    study.optimize(objective, catch=(PointFailed,), callbacks=[objective.after_trial, stop],
                    show_progress_bar=False)
 
 

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from models.split import CutTable
 from objectives.costs import CodecProfile, CostBreakdown, EdgeProfile, ProcessorProfile, RadioProfile
-from objectives.design import DesignPoint
+from objectives.design import DesignPoint, PointFailed
 from objectives.fit import TrainingDiverged
 from objectives.objective import AccuracyResult, constraint_value, evaluate_costs, node_work
 from search import record
@@ -161,7 +161,7 @@ class Objective:
             acc = self.accuracy(point)
             if not math.isfinite(acc.map50):
                 raise TrainingDiverged(f"mAP is {acc.map50} for {acc.key}")
-        except TrainingDiverged as e:
+        except PointFailed as e:
             record.write(trial, TrialRecord(fail_reason=str(e)))
             raise
         s = score(acc, point.radio, point.codec, self.pricing)

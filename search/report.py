@@ -9,6 +9,8 @@ The data behind each figure and table is computed by a pure function of the stud
 - Table I: energy saving and speed-up of the best feasible point against all-in-edge (j=0) and all-in-node
   (j=6) on the same radio and codec, without pruning (best unpruned split) and with pruning.
 - The paper's headline numbers next to this study's.
+- Convergence: hypervolume of the feasible front after each model evaluation (:mod:`search.convergence`, Optuna's
+  hypervolume on log10 mJ x log10 ms, reference point 10 % beyond the study's worst feasible values).
 - A finalized study (``mode=finalize``): search-time vs final mAP@0.5 of every finalized model (scatter with the
   identity line), Kendall's tau, the mean absolute change and the models whose feasibility changed; Table I and
   the headline table then use the final numbers where they exist, at the paper's threshold (th = 0.05) when at
@@ -27,6 +29,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from search.convergence import history, reference_point
 from search.export import StudyView, as_view, atomic, final_frame, study_frames, trial_row
 from search.finalize import agreement
 from search.record import StudyRecord
@@ -266,6 +269,27 @@ def _figures(data: dict[str, Any]) -> list[go.Figure]:
     return figs
 
 
+def convergence(trials: list[optuna.trial.FrozenTrial]) -> dict[str, Any] | None:
+    """Hypervolume of the feasible front after 1, 2, ... model evaluations, against a reference point 10 % beyond
+    the study's worst feasible energy and latency (None while nothing is feasible)."""
+    try:
+        ref = reference_point(trials)
+    except ValueError:
+        return None
+    return {"hv": history(trials, ref), "reference": ref}
+
+
+def _convergence_figure(conv: dict[str, Any]) -> go.Figure:
+    hv = conv["hv"]
+    fig = go.Figure(go.Scatter(x=list(range(1, len(hv) + 1)), y=hv, mode="lines+markers", name="hypervolume"))
+    ref = conv["reference"]
+    fig.update_layout(title=f"Convergence: hypervolume of the feasible front vs model evaluations (log10 mJ x log10 "
+                            f"ms, reference {ref[0]:.4g} mJ, {ref[1]:.4g} ms)",
+                      xaxis_title="model evaluations (siblings counted with their model)",
+                      yaxis_title="hypervolume", template="plotly_white")
+    return fig
+
+
 def _final_figure(per: pd.DataFrame, threshold: float) -> go.Figure:
     lo = float(min(per["mAP50_search"].min(), per["mAP50_final"].min(), threshold)) - 0.02
     hi = float(max(per["mAP50_search"].max(), per["mAP50_final"].max(), threshold)) + 0.02
@@ -306,6 +330,9 @@ def write_report(study: optuna.Study | StudyView, out_dir: Path, param_columns: 
              "Table I compares the best feasible point with all-in-edge and all-in-node on the same radio and "
              "codec.</p>"]
     figs = _figures(data)
+    conv = convergence(v.trials)
+    if conv is not None:
+        figs.append(_convergence_figure(conv))
     for i, fig in enumerate(figs):
         parts.append(fig.to_html(full_html=False, include_plotlyjs=(i == 0)))
     if "agreement" in data:

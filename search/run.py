@@ -29,6 +29,8 @@ from objectives.baseline import WeightsError, detector_config, load_baseline, tr
 from objectives.device import resolve_device
 from objectives.objective import EvalSettings, evaluate_accuracy
 from objectives.settings import TrainSettings
+from objectives.table import DesignTable
+from objectives.table import read_csv as read_table
 from search import drivers
 from search import study as lifecycle
 from search.config import RunConfig, load_run_config
@@ -75,7 +77,7 @@ def view(rc: RunConfig, study: optuna.Study, storage) -> StudyView:
 
 def _export(rc: RunConfig, study: optuna.Study, export_dir: Path, storage) -> None:
     # the cut-point table's structure (layer numbers, parameter names) does not depend on the class count
-    columns = param_columns(cut_points(model_config(rc, num_classes=1)))
+    columns = param_columns(cut_points(model_config(rc, num_classes=1)), rc.space.shared_layer_keep)
     v = view(rc, study, storage)
     export_all(v, export_dir, columns)
     if rc.mode != "export":
@@ -221,6 +223,36 @@ def finalize_run(rc: RunConfig, study: optuna.Study, storage, export_dir: Path, 
     return done
 
 
+def load_design_table(rc: RunConfig) -> DesignTable:
+    """The design table of ``rc.table``, checked against this run: it must have been measured with the run's data,
+    model, train and eval settings, and hold payload sizes for every codec of the space."""
+    path = Path(rc.table)
+    try:
+        prov, _ = read_table(path)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"table={rc.table!r}: {e}") from None
+    for k in ("settings", "model", "num_classes", "digest"):
+        if k not in prov:
+            raise ConfigError(f"table={rc.table!r}: its provenance line lacks {k!r} (rebuild it with "
+                              f"tests/benchmarks/build_table.py)")
+    ours = lifecycle.search_settings(rc, prov["model"])
+    if prov["settings"] != ours:
+        theirs = prov["settings"]
+        i = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b),
+                 min(len(ours), len(theirs)))
+        raise ConfigError(f"table={rc.table!r}: measured with other data/model/train/eval settings than this run's "
+                          f"(first difference: table {prov['settings'][max(0, i - 30):i + 30]!r} vs run "
+                          f"{ours[max(0, i - 30):i + 30]!r})")
+    design = DesignTable.load(path, cut_points(model_config(rc, int(prov["num_classes"]))))
+    _, pricing = measuring(rc, 0.0, rc.train)
+    need = {p.codec for p in pricing.codecs.values()}
+    have = set(next(iter(design.results.values())).payload_mean_bytes) if design.results else set()
+    if not design.results or not need <= have:
+        raise ConfigError(f"table={rc.table!r}: no payload sizes for codec algorithm(s) {sorted(need - have)} "
+                          f"(it has {sorted(have)}); drop them from space.codecs")
+    return design
+
+
 def baseline_model(rc: RunConfig, train, data_key: str, cache_dir: Path, device):
     """(the baseline, its name): the user's weights as they are (``model.weights``), or the detector trained here
     (cached)."""
@@ -313,7 +345,7 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
         if rc.mode == "export":
             _export(rc, study, export_dir, storage)
         else:
-            columns = param_columns(cut_points(model_config(rc, 1)))
+            columns = param_columns(cut_points(model_config(rc, 1)), rc.space.shared_layer_keep)
             print(f"report: {write_report(view(rc, study, storage), export_dir, columns)}", flush=True)
         return RunResult(study, url, export_dir, StudyRecord.of(study).baseline_mAP50, count_primaries(study))
     if rc.mode == "finalize":
@@ -322,16 +354,24 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
         _export(rc, study, export_dir, storage)
         return RunResult(study, url, export_dir, StudyRecord.of(study).baseline_mAP50, count_primaries(study))
 
-    cache_dir = studies / "cache"
-    train, val, data_key = load_data(rc.data, cache_dir)
-    base, model_name = baseline_model(rc, train, data_key, cache_dir, device)
-    table = cut_points(base.model.cfg)
-    study = lifecycle.open_study(rc, storage, sampler, model_name)
-    StudyRecord(model=model_name, node_j=len(table) - 1).save(study)
-    base_map = lifecycle.baseline_map(rc, study, f"{model_name}:{rc.eval.conf_threshold}:{rc.eval.nms_iou}",
-                                      base.model, val, device)
-    how = "given weights, measured" if rc.model.weights else "cached" if base.cached else \
-        f"trained in {base.seconds:.0f} s"
+    if rc.table:  # every point answered from the design table: nothing is loaded or trained
+        design = load_design_table(rc)
+        table, model_name = design.cut, design.provenance["model"]
+        study = lifecycle.open_study(rc, storage, sampler, model_name)
+        StudyRecord(model=model_name, node_j=len(table) - 1, baseline_key=f"table:{design.provenance['digest']}",
+                    baseline_mAP50=design.baseline_map50).save(study)
+        base_map, how = design.baseline_map50, f"from the design table {rc.table}"
+    else:
+        cache_dir = studies / "cache"
+        train, val, data_key = load_data(rc.data, cache_dir)
+        base, model_name = baseline_model(rc, train, data_key, cache_dir, device)
+        table = cut_points(base.model.cfg)
+        study = lifecycle.open_study(rc, storage, sampler, model_name)
+        StudyRecord(model=model_name, node_j=len(table) - 1).save(study)
+        base_map = lifecycle.baseline_map(rc, study, f"{model_name}:{rc.eval.conf_threshold}:{rc.eval.nms_iou}",
+                                          base.model, val, device)
+        how = "given weights, measured" if rc.model.weights else "cached" if base.cached else \
+            f"trained in {base.seconds:.0f} s"
     print(f"model {model_name}: {len(table)} cut points; baseline mAP@0.5 = {base_map:.4f} ({how}); "
           f"constraint mAP@0.5 >= {base_map - rc.study.th:.4f}; storage {url}", flush=True)
 
@@ -356,7 +396,8 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
                      min_age_s=0.0 if rc.study.single_worker else rc.storage.grace_period)
         return acc
 
-    objective = Objective(study, rc.space, table, pricing, evaluate, settings.codecs, shared)
+    objective = Objective(study, rc.space, table, pricing, design.lookup if rc.table else evaluate, settings.codecs,
+                          shared)
     interrupted = lifecycle.recover(study, rc.study.single_worker, shared.liveness if shared else None)
     if interrupted:
         print(f"resumed: {interrupted} interrupted trial(s) failed and queued again", flush=True)

@@ -10,17 +10,21 @@ from models.split import CutTable
 from objectives.design import DesignPoint
 from search.config import SpaceConfig
 
+SHARED_KEEP = "keep_L"  # the one step-2 parameter of space.shared_layer_keep=true
 
-def param_columns(table: CutTable) -> tuple[str, ...]:
+
+def param_columns(table: CutTable, shared_layer_keep: bool = False) -> tuple[str, ...]:
     """Every parameter name :func:`suggest` can produce for ``table``'s model, in export column order (codec and
     radio are columns of their own)."""
-    return ("j", "bits", "keep_cut", *(f"keep_L{c}" for c in table.earlier_convs), "criterion")
+    step2 = (SHARED_KEEP,) if shared_layer_keep else tuple(f"keep_L{c}" for c in table.earlier_convs)
+    return ("j", "bits", "keep_cut", *step2, "criterion")
 
 
 def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig, table: CutTable) -> DesignPoint:
     """Sample a design point. Parameters that only exist for some j are only suggested there (conditional
     space): ``bits`` and ``keep_L<conv>`` where a feature map is cut (``table[j].is_split``), ``keep_cut`` where
-    one conv makes the cut tensor (``table[j].conv``; a concatenation is pruned through its sources' keep_L)."""
+    one conv makes the cut tensor (``table[j].conv``; a concatenation is pruned through its sources' keep_L).
+    With ``space.shared_layer_keep`` one parameter ``keep_L`` is the step-2 ratio of every earlier conv."""
     j = int(trial.suggest_categorical("j", space.partitions))
     bits, cut_keep, layer_keep = 8, 1.0, ()
     criterion = space.criteria[0]
@@ -29,7 +33,11 @@ def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig, table: CutTable) 
         if table[j].conv is not None:
             cut_keep = float(trial.suggest_float("keep_cut", space.cut_keep.low, space.cut_keep.high,
                                                  log=space.cut_keep.log))
-        if space.prune_earlier:
+        if space.prune_earlier and space.shared_layer_keep and table[j].earlier_convs:
+            r = float(trial.suggest_float(SHARED_KEEP, space.layer_keep.low, space.layer_keep.high,
+                                          log=space.layer_keep.log))
+            layer_keep = tuple((c, r) for c in table[j].earlier_convs)
+        elif space.prune_earlier:
             layer_keep = tuple(
                 (c, float(trial.suggest_float(f"keep_L{c}", space.layer_keep.low, space.layer_keep.high,
                                               log=space.layer_keep.log)))
@@ -48,7 +56,12 @@ def params_of(point: DesignPoint, space: SpaceConfig, table: CutTable) -> dict[s
         p["bits"] = point.bits
         if table[point.j].conv is not None:
             p["keep_cut"] = point.cut_keep
-        if space.prune_earlier:
+        if space.prune_earlier and space.shared_layer_keep and point.layer_keep:
+            ratios = {r for _, r in point.layer_keep}
+            if len(ratios) > 1:
+                raise ValueError(f"{point}: space.shared_layer_keep=true needs one step-2 ratio, got {sorted(ratios)}")
+            p[SHARED_KEEP] = ratios.pop()
+        elif space.prune_earlier:
             p.update({f"keep_L{c}": r for c, r in point.layer_keep})
         if len(space.criteria) > 1:
             p["criterion"] = point.criterion
@@ -69,7 +82,7 @@ def distributions_of(params: dict[str, Any], space: SpaceConfig,
         elif k == "keep_cut":
             d[k] = optuna.distributions.FloatDistribution(space.cut_keep.low, space.cut_keep.high,
                                                           log=space.cut_keep.log)
-        elif k in {f"keep_L{c}" for c in table.earlier_convs}:
+        elif k in {f"keep_L{c}" for c in table.earlier_convs} | {SHARED_KEEP}:
             d[k] = optuna.distributions.FloatDistribution(space.layer_keep.low, space.layer_keep.high,
                                                           log=space.layer_keep.log)
         elif k == "criterion":

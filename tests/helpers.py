@@ -47,3 +47,62 @@ def write_yolo(data, images_dir, labels_dir) -> None:
         Image.fromarray(img).save(images_dir / f"{k:04d}.png")
         (labels_dir / f"{k:04d}.txt").write_text(
             "".join(f"{int(c)} {x!r} {y!r} {w!r} {h!r}\n" for c, x, y, w, h in lab.tolist()))
+
+
+def fake_result(point, cut, size: int = 64):
+    """A made-up but self-consistent :class:`AccuracyResult` for a design point (for design-table tests): mAP
+    falls with fewer bits, fewer cut channels and harder step-2 pruning; payload, MACs and memory follow the cut
+    tensor. No number here is a measurement."""
+    import math
+
+    from objectives.objective import AccuracyResult
+
+    p = cut[point.j]
+    key = point.accuracy_key(cut)
+    codecs = ("lzma", "none", "zlib", "zstd")
+    if not p.is_split:
+        image = point.j == 0
+        raw = 3 * size * size if image else 24
+        return AccuracyResult(
+            key=key, j=point.j, map50=0.9 if image else 0.8, map50_95=0.5, map50_before_finetune=float("nan"),
+            node_macs=0 if image else 100_000_000, edge_macs=100_000_000 if image else 0, node_macs_per_layer={},
+            cut_shape=[3, size, size] if image else [0, 0, 0], feature_values=0, raw_bytes=raw,
+            payload_mean_bytes={c: float(raw) * (1.0 if c == "none" else 0.8) for c in codecs},
+            payload_max_bytes={c: raw for c in codecs}, entropy_bytes=raw * 0.5, best_codec="zlib",
+            weight_count=0 if image else 9_000_000, peak_activation_values=0 if image else 50_000)
+    n = cut.conv_channels[p.conv]
+    k = cut.kept(p.conv, point.cut_keep)
+    shares = [cut.kept(c, r) / cut.conv_channels[c] for c, r in point.layer_keep]  # by channels: a function of the key
+    level = sum(shares) / len(shares) if shares else 1.0
+    h = size // 2 ** point.j
+    mAP = 0.9 - 0.12 * (1 - point.bits / 8) ** 2 - 0.15 * (1 - k / n) / point.j - 0.05 * (1 - level)
+    node = int(20_000_000 * point.j * (0.5 + 0.5 * level) * (0.5 + 0.5 * k / n))
+    raw = math.ceil(k * h * h * point.bits / 8) + 16
+    ratio = {"none": 1.0, "zlib": 0.7, "zstd": 0.65, "lzma": 0.6}
+    return AccuracyResult(
+        key=key, j=point.j, map50=mAP, map50_95=mAP / 2, map50_before_finetune=mAP - 0.1, node_macs=node,
+        edge_macs=100_000_000 - node, node_macs_per_layer={"0": node}, cut_shape=[k, h, h],
+        feature_values=k * h * h, raw_bytes=raw, payload_mean_bytes={c: raw * ratio[c] for c in codecs},
+        payload_max_bytes={c: math.ceil(raw * ratio[c]) + 3 for c in codecs}, entropy_bytes=raw * 0.5,
+        best_codec="lzma", weight_count=1000 * point.j, peak_activation_values=4 * k * h * h,
+        finetune_steps=40, seconds=1.0)
+
+
+def fake_table(path, rc, model: str = "fake-model (tests/helpers.fake_table)", partitions=None):
+    """Write a design table of :func:`fake_result` rows over the grid of ``rc``'s model, with a provenance line
+    that matches ``rc``'s settings (so ``table=path`` is accepted with the same overrides). Returns the cut table."""
+    import hashlib
+
+    from models import cut_points
+    from objectives.table import GRID_BITS, GRID_COUNTS, GRID_LEVELS, grid_points, row_of, write_csv
+    from search import study as lifecycle
+    from search.run import model_config
+
+    cut = cut_points(model_config(rc, 1))
+    settings = lifecycle.search_settings(rc, model)
+    rows = [row_of(p, fake_result(p, cut, rc.data.size), cut) for p in grid_points(cut, partitions=partitions)]
+    write_csv(path, {"model": model, "num_classes": 1, "settings": settings,
+                     "digest": hashlib.sha256(settings.encode()).hexdigest()[:16],
+                     "grid": {"bits": list(GRID_BITS), "counts_per_cut_conv": GRID_COUNTS,
+                              "levels": list(GRID_LEVELS), "criterion": "l1"}}, rows)
+    return cut

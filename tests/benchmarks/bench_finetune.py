@@ -15,8 +15,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from models import TinyYOLOv3Config, cut_points
-from objectives.baseline import train_baseline
+from models import cut_points
+from objectives.baseline import detector_config, train_baseline
 from objectives.design import DesignPoint
 from objectives.device import resolve_device
 from objectives.objective import EvalSettings, evaluate_accuracy
@@ -41,9 +41,8 @@ def main() -> None:
     dev = resolve_device(rc.device)
     cache = Path(rc.studies_dir) / "cache"
     train, val, key = load_data(rc.data, cache)
-    mcfg = TinyYOLOv3Config(num_classes=1, input_size=rc.data.size, width=rc.model.width)
-    base = train_baseline(mcfg, train, key, rc.train.baseline, cache, dev, kmeans=rc.model.kmeans_anchors,
-                          progress=False)
+    base = train_baseline(detector_config(rc.model, rc.data.size, len(train.class_names)), train, key,
+                          rc.train.baseline, cache, dev, kmeans=rc.model.kmeans_anchors, progress=False)
     table = cut_points(base.model.cfg)
     print(f"baseline cached={base.cached}; finetune {rc.train.finetune}; adapt {rc.train.adapt}; "
           f"distill {rc.train.distill}", flush=True)

@@ -168,17 +168,24 @@ def test_adapted_convs_are_next_to_the_cut(j, n, expected):
     assert split(TinyYOLOv3(CFG), j, bits=1).adapted_convs(n) == expected
 
 
-def test_finetune_recipe_learning_rates_and_frozen_bn(data):
-    """node_lr_scale=0 freezes the node exactly; frozen edge BNs keep their statistics; the adapted conv, its BN
-    and the other edge layers train."""
+def _tuned_at_j3(data, edge_lr_scale: float):
+    """(baseline, fine-tuned split at j=3, 2 bits) with the node frozen and the conv after the cut at 30 x lr."""
     torch.manual_seed(0)
     base = TinyYOLOv3(CFG).eval()
     sm = split(base, 3, bits=2)
     x = torch.from_numpy(data.images[:16]).permute(0, 3, 1, 2).float() / 255
     with torch.no_grad():
         calibrate(sm.interface, [sm.node(x)])
-    recipe = adapt(bn_recalib_batches=0, adapt_convs=1, adapt_lr_scale=30.0, node_lr_scale=0.0, freeze_bn=True)
+    recipe = adapt(bn_recalib_batches=0, adapt_convs=1, adapt_lr_scale=30.0, node_lr_scale=0.0,
+                   edge_lr_scale=edge_lr_scale, freeze_bn=True)
     tuned, _ = finetune(sm, base, data, QUICK, torch.device("cpu"), None, progress=False, adapt=recipe)
+    return base, tuned
+
+
+def test_finetune_recipe_learning_rates_and_frozen_bn(data):
+    """node_lr_scale=0 freezes the node exactly; frozen edge BNs keep their statistics; the adapted conv, its BN
+    and the other edge layers train."""
+    base, tuned = _tuned_at_j3(data, edge_lr_scale=1.0)
     for i in (0, 2, 4):
         assert torch.equal(tuned.layer(i).conv.weight, base.layers[i].conv.weight)
     assert torch.allclose(tuned.layer(8)[1].running_mean, base.layers[8][1].running_mean, rtol=0, atol=1e-6)
@@ -186,6 +193,13 @@ def test_finetune_recipe_learning_rates_and_frozen_bn(data):
     for i in (6, 8):
         assert not torch.equal(tuned.layer(i).conv.weight, base.layers[i].conv.weight)
     assert all(p.requires_grad for p in tuned.parameters())  # the returned model is trainable again
+
+
+def test_finetune_edge_lr_scale_zero_trains_only_the_convs_next_to_the_cut(data):
+    base, tuned = _tuned_at_j3(data, edge_lr_scale=0.0)
+    assert not torch.equal(tuned.layer(6).conv.weight, base.layers[6].conv.weight)  # the conv after the cut
+    for i in (0, 2, 4, 8, 10, 13):  # node and deeper edge: untouched
+        assert torch.equal(tuned.layer(i).conv.weight, base.layers[i].conv.weight), i
 
 
 def test_finetune_adapt_lr_scale_moves_the_adapted_conv_further(data):
