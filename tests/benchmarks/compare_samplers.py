@@ -1,7 +1,8 @@
 """Compare samplers on the design table: hypervolume of the feasible front vs model evaluations, many seeds.
 
     python tests/benchmarks/compare_samplers.py [--seeds 20] [--budgets 10 20 40 80] [--samplers random tpe ...]
-        [--out studies/compare_samplers] [--plot README-samplers.png] [hydra overrides]
+        [--table tests/benchmarks/tables/energy_latency.csv] [--out studies/compare_samplers] [--append]
+        [--plot docs/samplers.png] [hydra overrides]
 
 Each (sampler, seed) runs one study of max(budgets) evaluations through the search code itself (the Objective with
 its sibling trials, the drivers, the stop callback; an in-memory storage), with every design point answered from
@@ -40,11 +41,14 @@ def main() -> None:
     ap.add_argument("--samplers", nargs="+", default=list(SAMPLERS), choices=list(SAMPLERS))
     ap.add_argument("--out", type=Path, default=Path("studies/compare_samplers"))
     ap.add_argument("--plot", type=Path, default=None)
+    ap.add_argument("--append", action="store_true", help="keep the other samplers' rows of an earlier results.csv")
+    ap.add_argument("--table", default="tests/benchmarks/tables/energy_latency.csv")
     ap.add_argument("overrides", nargs="*", help="hydra overrides (after study=table_benchmark)")
     args = ap.parse_args()
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
-    base_rc = compose(["study=table_benchmark", *args.overrides])
+    base = ["study=table_benchmark", f"table={args.table}", "progress=false", *args.overrides]
+    base_rc = compose(base)
     design = load_design_table(base_rc)
     settings, pricing = measuring(base_rc, design.baseline_map50, base_rc.train)
     ex = Exhaustive.of(base_rc, design, pricing)
@@ -60,14 +64,18 @@ def main() -> None:
         seeds = range(1) if SAMPLERS[name][1] == "paper" else range(args.seeds)
         t0 = time.time()
         for seed in seeds:
-            rc = compose(["study=table_benchmark", *args.overrides, *overrides(name, seed, max(args.budgets))])
+            rc = compose([*base, *overrides(name, seed, max(args.budgets))])
             design.snapped = design.outside = 0
             trials = run_one(rc, design, pricing, settings.codecs)
             for r in ex.score(trials, args.budgets):
                 rows.append({"sampler": name, "seed": seed, **r, "snapped": design.snapped,
                              "outside": design.outside})
-        print(f"{name}: {len(seeds)} seeds in {time.time() - t0:.0f} s", flush=True)
+        print(f"{name}: {len(seeds)} seeds in {time.time() - t0:.0f} s ({(time.time() - t0) / len(seeds):.1f} s a "
+              f"study of {max(args.budgets)} evaluations)", flush=True)
     df = pd.DataFrame(rows)
+    if args.append and (args.out / "results.csv").is_file():
+        old = pd.read_csv(args.out / "results.csv")
+        df = pd.concat([old[~old.sampler.isin(args.samplers)], df], ignore_index=True)
     df.to_csv(args.out / "results.csv", index=False)
     summary = summarize(df)
     summary.to_csv(args.out / "summary.csv", index=False)

@@ -279,3 +279,6 @@ def test_maxpool_equals_darknets_minus_inf_padding(size, stride, hw):
     out = DarknetMaxPool(size, stride, pad)(x)
     assert out.shape == ref.shape and torch.equal(out, ref)
     assert out.shape[-1] == (hw + pad - size) // stride + 1
+    with torch.no_grad():  # the inference path pools on channels-last memory: same values, a contiguous result
+        fast = DarknetMaxPool(size, stride, pad)(x)
+    assert torch.equal(fast, ref) and fast.is_contiguous()

@@ -128,3 +128,26 @@ def _enqueued(rc, design, pricing, codecs, points):
         study.enqueue_trial(params_of(p, rc.space, design.cut))
     drivers.sampler_loop(rc, study, objective)
     return study.get_trials(deepcopy=False)
+
+
+SHIPPED = "tests/benchmarks/tables/energy_latency.csv"
+
+
+def test_the_shipped_table_is_complete_and_answers_todays_default_study(tmp_path):
+    """The committed design table covers the whole grid and was measured with today's default data/model/train/eval
+    settings (change one of them and this fails: rebuild the table with tests/benchmarks/build_table.py)."""
+    rc = compose(["study=table_benchmark", f"table={SHIPPED}", f"studies_dir={tmp_path}", "study.n_trials=30",
+                  "progress=false"])
+    design = load_design_table(rc)
+    assert len(design.results) == len(grid_points(design.cut)) == 262
+    prov = design.provenance
+    assert prov["rows"] == 262 and prov["build_seconds"] > 0 and prov["commits"] and prov["machine"]
+    assert design.baseline_map50 > 0.9
+    import pathlib
+
+    assert pathlib.Path(SHIPPED).stat().st_size < 1_000_000
+    res = run(rc)  # a 30-evaluation study in seconds, every number from the table
+    done = [TrialRecord.from_trial(t) for t in res.study.get_trials() if t.state == TrialState.COMPLETE]
+    assert res.primaries == 30 and done
+    for r in done:
+        assert r.mAP50 == design.results[r.accuracy_key].map50
