@@ -43,8 +43,15 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--append", action="store_true", help="keep the other samplers' rows of an earlier results.csv")
     ap.add_argument("--table", default="tests/benchmarks/tables/energy_latency.csv")
+    ap.add_argument("--summarize", action="store_true", help="only summarize (and --plot) the existing results.csv")
     ap.add_argument("overrides", nargs="*", help="hydra overrides (after study=table_benchmark)")
     args = ap.parse_args()
+    if args.summarize:
+        df = pd.read_csv(args.out / "results.csv")
+        print(summarize(df).to_string(index=False))
+        if args.plot:
+            plot(df, args.plot, 262 if "grid" not in df else int(df.grid.iloc[0]))
+        return
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     base = ["study=table_benchmark", f"table={args.table}", "progress=false", *args.overrides]
@@ -69,7 +76,7 @@ def main() -> None:
             trials = run_one(rc, design, pricing, settings.codecs)
             for r in ex.score(trials, args.budgets):
                 rows.append({"sampler": name, "seed": seed, **r, "snapped": design.snapped,
-                             "outside": design.outside})
+                             "outside": design.outside, "grid": n_grid})
         print(f"{name}: {len(seeds)} seeds in {time.time() - t0:.0f} s ({(time.time() - t0) / len(seeds):.1f} s a "
               f"study of {max(args.budgets)} evaluations)", flush=True)
     df = pd.DataFrame(rows)
