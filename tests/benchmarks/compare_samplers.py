@@ -101,11 +101,15 @@ def plot(df: pd.DataFrame, path: Path, n_grid: int) -> None:
     for name, g in df.groupby("sampler", sort=False):
         s = g.groupby("budget").hv
         med, q1, q3 = s.median(), s.quantile(0.25), s.quantile(0.75)
-        ax.plot(med.index, med.values, marker="o", label=name)
+        ax.plot(med.index, med.values, marker="x" if name == "tpe_cl" else "o", ls="--" if name == "tpe_cl" else "-",
+                label=name)
         ax.fill_between(med.index, q1.values, q3.values, alpha=0.15)
     ax.axhline(0.95, color="grey", ls="--", lw=0.8)
     ax.axvline(n_grid / 5, color="grey", ls=":", lw=0.8)
     ax.set_xscale("log", base=2)
+    budgets = sorted(df.budget.unique())
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.minorticks_off()
     ax.set_xlabel(f"model evaluations (grid: {n_grid}; dotted: 1/5 of it)")
     ax.set_ylabel("hypervolume / exhaustive front's")
     ax.set_title("Feasible-front hypervolume vs evaluations (median, IQR over seeds)")
