@@ -168,7 +168,11 @@ class DesignTable:
 
     @classmethod
     def load(cls, path: Path, cut: CutTable) -> DesignTable:
-        prov, rows = read_csv(path)
+        return cls.from_rows(*read_csv(path), cut)
+
+    @classmethod
+    def from_rows(cls, prov: dict[str, Any], rows: list[dict[str, str]], cut: CutTable) -> DesignTable:
+        """The table of :func:`read_csv`'s provenance and rows, for ``cut``'s model."""
         results, counts = {}, {}
         for r in rows:
             results[r["key"]] = result_of(r)

@@ -12,14 +12,14 @@ import optuna
 import pandas as pd
 
 from objectives.table import DesignTable
-from search import drivers
 from search import study as lifecycle
 from search.config import RunConfig
 from search.convergence import by_evaluation, feasible, hypervolume, reference_point
 from search.finalize import pareto_front
 from search.objective import Objective, Pricing, score
-from search.record import TrialRecord, legacy_constraints
-from search.space import baseline_points, distributions_of, params_of
+from search.record import TrialRecord
+from search.run import drive, enqueue_anchors
+from search.space import distributions_of
 
 SAMPLERS = {  # name -> (study.sampler, study.protocol). tpe_cl is what the default study runs: TPE as configured, with
     # constant_liar, which make_sampler turns on for a study other workers may join (it only acts on concurrent
@@ -42,6 +42,8 @@ def overrides(name: str, seed: int, n_trials: int) -> list[str]:
            "~study.sampler", "+study.sampler={" + ",".join(f"{k}:{v}" for k, v in {**spec, "seed": seed}.items()) + "}"]
     if name == "tpe":
         out.append("study.single_worker=true")  # else make_sampler turns constant_liar on (a shared study)
+    if protocol == "paper":
+        out.append("study.enqueue_baselines=false")  # the protocol enqueues them itself, in its own order
     return out
 
 
@@ -51,12 +53,9 @@ def exhaustive(rc: RunConfig, design: DesignTable, pricing: Pricing) -> list[opt
     for acc in design.results.values():
         for radio in rc.space.radios:
             for codec in rc.space.codecs:
-                s = score(acc, radio, codec, pricing)
-                out.append(optuna.trial.create_trial(
-                    params={"codec": codec, "radio": radio},
-                    distributions=distributions_of({"codec": codec, "radio": radio}, rc.space, design.cut),
-                    values=list(s.values), user_attrs=s.record.to_attrs(),
-                    system_attrs=legacy_constraints(s.constraints), constraints=s.constraints))
+                params = {"codec": codec, "radio": radio}
+                out.append(score(acc, radio, codec, pricing).trial(params, distributions_of(params, rc.space,
+                                                                                            design.cut)))
     return out
 
 
@@ -72,13 +71,8 @@ def run_one(rc: RunConfig, design: DesignTable, pricing: Pricing,
     sampler = lifecycle.make_sampler(rc)
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
     objective = Objective(study, rc.space, design.cut, pricing, design.lookup, codecs)
-    if rc.study.protocol == "paper":
-        drivers.paper_protocol(rc, study, objective, design.cut, pricing.baseline_map50)
-    else:
-        if rc.study.enqueue_baselines:
-            lifecycle.enqueue_once(study, [params_of(p, rc.space, design.cut) for p in
-                                           baseline_points(rc.space, design.cut)])
-        drivers.sampler_loop(rc, study, objective)
+    enqueue_anchors(rc, study, design.cut)
+    drive(rc, study, objective, design.cut, pricing.baseline_map50)
     return study.get_trials(deepcopy=False)
 
 

@@ -250,9 +250,7 @@ def finalize(study: optuna.Study, final_study: optuna.Study, cands: list[Candida
             if (r.radio, r.codec) in have:
                 continue
             s = score(acc, r.radio, r.codec, role=FINAL, parent=t.number, final_settings=digest, mAP50_search=r.mAP50)
-            final_study.add_trial(optuna.trial.create_trial(
-                params=t.params, distributions=t.distributions, values=list(s.values), user_attrs=s.record.to_attrs(),
-                system_attrs=legacy_constraints(s.constraints), constraints=s.constraints))
+            final_study.add_trial(s.trial(t.params, t.distributions))
         r0 = TrialRecord.from_trial(c.trials[0])
         f = Finalized(c.key, float(r0.mAP50), float(acc.map50), float(r0.mAP50_95), float(acc.map50_95),
                       time.time() - t0, trained, c.gap <= 0, constraint_value(acc.map50, r0.baseline_mAP50, th) <= 0)

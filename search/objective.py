@@ -61,6 +61,15 @@ class Scored:
     record: TrialRecord
     cost: CostBreakdown
 
+    def trial(self, params: dict[str, Any],
+              distributions: dict[str, optuna.distributions.BaseDistribution]) -> optuna.trial.FrozenTrial:
+        """This result as a complete trial to add to a study (siblings, final trials, an exhaustive table): its
+        values, record, constraints (Optuna 5's) and the legacy constraint list optuna-dashboard 0.21 reads."""
+        return optuna.trial.create_trial(params=params, distributions=distributions, values=list(self.values),
+                                         user_attrs=self.record.to_attrs(),
+                                         system_attrs=record.legacy_constraints(self.constraints),
+                                         constraints=self.constraints)
+
 
 def score(acc: AccuracyResult, radio: str, codec: str, p: Pricing, **record_fields: Any) -> Scored:
     """The cost of a measured model on one radio and codec, its constraints and its record - the same for a
@@ -207,10 +216,7 @@ class Objective:
                     continue
                 s = score(r.accuracy, radio, codec, self.pricing, role=SIBLING, parent=trial.number)
                 params = {**base, "codec": codec, "radio": radio}
-                study.add_trial(optuna.trial.create_trial(
-                    params=params, distributions=distributions_of(params, self.space, self.table),
-                    values=list(s.values), user_attrs=s.record.to_attrs(),
-                    system_attrs=record.legacy_constraints(s.constraints), constraints=s.constraints))
+                study.add_trial(s.trial(params, distributions_of(params, self.space, self.table)))
                 self.evaluated.setdefault((r.accuracy.key, radio, codec), trial.number)
                 added += 1
         self.sibling_seconds += time.time() - t0

@@ -228,7 +228,7 @@ def load_design_table(rc: RunConfig) -> DesignTable:
     model, train and eval settings, and hold payload sizes for every codec of the space."""
     path = Path(rc.table)
     try:
-        prov, _ = read_table(path)
+        prov, rows = read_table(path)
     except (OSError, ValueError) as e:
         raise ConfigError(f"table={rc.table!r}: {e}") from None
     for k in ("settings", "model", "num_classes", "digest"):
@@ -236,16 +236,15 @@ def load_design_table(rc: RunConfig) -> DesignTable:
             raise ConfigError(f"table={rc.table!r}: its provenance line lacks {k!r} (rebuild it with "
                               f"tests/benchmarks/build_table.py)")
     ours = lifecycle.search_settings(rc, prov["model"])
-    if prov["settings"] != ours:
-        theirs = prov["settings"]
+    theirs = prov["settings"]
+    if theirs != ours:
         i = next((i for i, (a, b) in enumerate(zip(ours, theirs, strict=False)) if a != b),
                  min(len(ours), len(theirs)))
         raise ConfigError(f"table={rc.table!r}: measured with other data/model/train/eval settings than this run's "
-                          f"(first difference: table {prov['settings'][max(0, i - 30):i + 30]!r} vs run "
+                          f"(first difference: table {theirs[max(0, i - 30):i + 30]!r} vs run "
                           f"{ours[max(0, i - 30):i + 30]!r})")
-    design = DesignTable.load(path, cut_points(model_config(rc, int(prov["num_classes"]))))
-    _, pricing = measuring(rc, 0.0, rc.train)
-    need = {p.codec for p in pricing.codecs.values()}
+    design = DesignTable.from_rows(prov, rows, cut_points(model_config(rc, int(prov["num_classes"]))))
+    need = {load_profile("codec", n).codec for n in rc.space.codecs}  # the algorithms behind the space's codecs
     have = set(next(iter(design.results.values())).payload_mean_bytes) if design.results else set()
     if not design.results or not need <= have:
         raise ConfigError(f"table={rc.table!r}: no payload sizes for codec algorithm(s) {sorted(need - have)} "
@@ -266,6 +265,12 @@ def baseline_model(rc: RunConfig, train, data_key: str, cache_dir: Path, device)
     base = train_baseline(mcfg, train, data_key, rc.train.baseline, cache_dir, device, kmeans=rc.model.kmeans_anchors,
                           progress=rc.progress)
     return base, f"{mcfg.name}.cfg trained here ({base.path.name})"
+
+
+def enqueue_anchors(rc: RunConfig, study: optuna.Study, table) -> None:
+    """``study.enqueue_baselines``: j=0, j=6 and every unpruned split point first (once per study)."""
+    if rc.study.enqueue_baselines:
+        lifecycle.enqueue_once(study, [params_of(p, rc.space, table) for p in baseline_points(rc.space, table)])
 
 
 def drive(rc: RunConfig, study: optuna.Study, objective: Objective, table, base_map: float) -> int:
@@ -403,8 +408,7 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
         print(f"resumed: {interrupted} interrupted trial(s) failed and queued again", flush=True)
     lifecycle.complete_siblings(study, objective, rc.storage.grace_period if shared else 0)
     study.sampler = lifecycle.make_sampler(rc, lifecycle.worker_index(rc, study))
-    if rc.study.enqueue_baselines:
-        lifecycle.enqueue_once(study, [params_of(p, rc.space, table) for p in baseline_points(rc.space, table)])
+    enqueue_anchors(rc, study, table)
 
     if rc.workers > 1:
         codes = launch(overrides or [], rc.workers, rc.storage.url_env if rc.storage.kind == "postgres" else None,

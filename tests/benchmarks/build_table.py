@@ -14,23 +14,25 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import os
 import platform
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from models import cut_points
+from models.codec import CODECS
 from objectives.device import resolve_device
 from objectives.objective import evaluate_accuracy
 from objectives.table import GRID_BITS, GRID_COUNTS, GRID_LEVELS, grid_points, read_csv, row_of, write_csv
 from search import study as lifecycle
 from search.config import compose
 from search.data import load_data
+from search.finalize import settings_digest
 from search.run import baseline_model, measuring
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,11 +72,11 @@ def main() -> None:
     table = cut_points(base.model.cfg)
     points = grid_points(table, GRID_BITS, GRID_COUNTS, GRID_LEVELS, criterion=rc.space.criteria[0])
     s, _ = measuring(rc, 0.0, rc.train)
-    s = type(s)(s.eval, s.model, s.train, tuple(sorted({*s.codecs, "none", "zlib", "zstd", "lzma"})), False, False)
+    s = replace(s, codecs=tuple(sorted({*s.codecs, *CODECS})), measure_edge=False, progress=False)
     prov = {
         "what": "design table: the accuracy part of every grid point (objectives/table.py), one row each",
         "model": model_name, "num_classes": len(train.class_names), "settings": settings_repr,
-        "digest": hashlib.sha256(settings_repr.encode()).hexdigest()[:16],
+        "digest": settings_digest(settings_repr),
         "overrides": list(args.overrides), "device": str(dev), "machine": machine(),
         "grid": {"bits": list(GRID_BITS), "counts_per_cut_conv": GRID_COUNTS, "levels": list(GRID_LEVELS),
                  "criterion": rc.space.criteria[0], "points": len(points)},
