@@ -127,7 +127,7 @@ def calibrate(
     get = features if callable(features) else (lambda: features)
     total, count = 0.0, 0
     for f in get():
-        total += float(f.double().sum())
+        total += float(f.sum(dtype=torch.float64))
         count += f.numel()
     if count == 0:
         raise ValueError("interface calibration got no feature values (empty calibration data)")
@@ -136,10 +136,11 @@ def calibrate(
     stride = max(1, count // sample_limit)
     kept: list[torch.Tensor] = []
     for f in get():
-        dev = (f.double() - mu).abs().flatten()
-        max_abs = max(max_abs, float(dev.max()))
+        # max |f - mu| from the extremes: rounding x - mu (in float64) is monotonic in x, so this equals the maximum
+        # over every value without a float64 copy of the features
+        max_abs = max(max_abs, float(f.max()) - mu, mu - float(f.min()))
         if percentile < 100:
-            kept.append(dev[::stride].float().cpu())
+            kept.append((f.reshape(-1)[::stride].double() - mu).abs().float().cpu())
     if percentile < 100 and kept:
         sample = torch.cat(kept)
         k = max(1, min(len(sample), int(round(len(sample) * percentile / 100))))

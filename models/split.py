@@ -361,7 +361,7 @@ class SplitModel(nn.Module):
         """Calibrate the interface's mu and max (Eq. 5) on the node's outputs for ``images`` (N, 3, S, S);
         a no-op at j=0 and j=6."""
         if self.cut_point.is_split:
-            self.eval().to(device)
+            self.eval().to(device, memory_format=torch.channels_last)  # as objectives.device.to_device
             with torch.no_grad():  # the node runs once; the passes of ``calibrate`` reuse its outputs
                 feats = [self.node(images[i:i + batch_size].to(device)) for i in range(0, len(images), batch_size)]
             calibrate(self.interface, feats, percentile)

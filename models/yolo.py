@@ -48,7 +48,7 @@ def bbox_giou(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-7) -> tuple[torc
 # ---------------------------------------------------------------------------------------------- NMS
 
 
-def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
+def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float, max_keep: int | None = None) -> torch.Tensor:
     """Greedy NMS with torchvision's semantics.
 
     Boxes are visited by descending score (ties keep input order); a box is dropped when its IoU with an
@@ -58,6 +58,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         boxes: (N, 4) xyxy.
         scores: (N,).
         iou_threshold: IoU above which the lower-scored box is suppressed.
+        max_keep: stop once this many boxes are kept (the same first ``max_keep`` as without it).
 
     Returns:
         int64 indices of kept boxes, by descending score.
@@ -73,17 +74,19 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torc
         if suppressed[i]:
             continue
         keep.append(i)
+        if len(keep) == max_keep:
+            break
         suppressed |= over[i]
     return order[torch.as_tensor(keep, dtype=torch.long, device=boxes.device)]
 
 
-def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float
-                ) -> torch.Tensor:
+def batched_nms(boxes: torch.Tensor, scores: torch.Tensor, classes: torch.Tensor, iou_threshold: float,
+                max_keep: int | None = None) -> torch.Tensor:
     """Per-class NMS (boxes of different classes never suppress each other), by coordinate offsets."""
     if boxes.numel() == 0:
         return torch.empty(0, dtype=torch.long, device=boxes.device)
     offset = classes.to(boxes.dtype)[:, None] * (boxes.max() - boxes.min() + 1)
-    return nms(boxes + offset, scores, iou_threshold)
+    return nms(boxes + offset, scores, iou_threshold, max_keep)
 
 
 # ---------------------------------------------------------------------------------------------- head
@@ -195,7 +198,7 @@ def postprocess(
         if scores.numel() > max_candidates:
             top = scores.topk(max_candidates).indices
             boxes, scores, cls = boxes[top], scores[top], cls[top]
-        k = batched_nms(boxes, scores, cls, iou_threshold)[:max_det]
+        k = batched_nms(boxes, scores, cls, iou_threshold, max_det)
         results.append(torch.cat([boxes[k], scores[k, None], cls[k, None].float()], 1))
     return results
 

@@ -15,6 +15,7 @@ from models.interface import QuantInterface
 from models.split import SplitModel
 from objectives.data.batches import Batches
 from objectives.data.synthetic import ImageSet
+from objectives.device import to_device
 from objectives.metrics import APResult, average_precision
 
 
@@ -23,7 +24,7 @@ def predict(model: nn.Module, data: ImageSet, head: YOLOHeadConfig, conf_thresho
             nms_iou: float = 0.5, batch_size: int = 32, device: torch.device | str = "cpu",
             max_det: int = 100) -> list[np.ndarray]:
     """Detections per image, (n, 6): x1, y1, x2, y2 (pixels), score, class."""
-    model.eval().to(device)
+    to_device(model.eval(), device)
     out = []
     for imgs, _ in Batches(data, batch_size, device=device):
         dets = postprocess(decode_heads(model(imgs), head), conf_threshold, nms_iou, max_det=max_det)
@@ -85,7 +86,7 @@ def payload_stats(split_model: SplitModel, data: ImageSet, codecs: tuple[str, ..
                   head: YOLOHeadConfig | None = None, conf_threshold: float = 0.25, nms_iou: float = 0.5,
                   batch_size: int = 32, device: torch.device | str = "cpu", limit: int | None = None) -> PayloadStats:
     """Encode every image's payload at the partition point with each codec."""
-    split_model.eval().to(device)
+    to_device(split_model.eval(), device)
     sizes: dict[str, list[int]] = {c: [] for c in codecs}
     hist = np.zeros(256, dtype=np.int64)
     raw = 0

@@ -21,6 +21,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     return dev
 
 
+def to_device(model: torch.nn.Module, device: torch.device | str) -> torch.nn.Module:
+    """``model`` on ``device`` with its 4-D weights channels-last (in place, as ``Module.to``). The convolutions then
+    run channels-last end to end - the same values, faster: measured on 2 CPU cores, Tiny-YOLOv3 at 160 px, batch 32,
+    a bf16 training step 268 -> 232 ms and an fp32 inference batch 190 -> 157 ms (README "Measured figures")."""
+    return model.to(device, memory_format=torch.channels_last)
+
+
 def autocast(device: torch.device, amp: str):
     """bf16 autocast for ``amp='bf16'`` (CPU and CUDA), fp16 for ``'fp16'`` on CUDA; a no-op for ``'none'``."""
     if amp == "none":

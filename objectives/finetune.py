@@ -17,7 +17,7 @@ from models import Darknet
 from models.split import SplitModel
 from objectives.data.batches import Batches
 from objectives.data.synthetic import ImageSet
-from objectives.device import autocast
+from objectives.device import autocast, to_device
 from objectives.fit import fit
 from objectives.settings import AdaptConfig, DistillConfig, TrainConfig
 
@@ -31,7 +31,7 @@ def recalibrate_bn(model: nn.Module, data: ImageSet, batches: int, batch_size: i
     if not bns or batches <= 0:
         return 0
     momenta = [m.momentum for m in bns]
-    model.to(device).train()
+    to_device(model, device).train()
     seen = 0
     try:
         for m in bns:

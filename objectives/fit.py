@@ -17,7 +17,7 @@ from models import YOLOHeadConfig, YOLOLoss
 from objectives.data.batches import Batches
 from objectives.data.synthetic import ImageSet
 from objectives.design import PointFailed
-from objectives.device import autocast
+from objectives.device import autocast, to_device
 from objectives.settings import DistillConfig, TrainConfig
 
 
@@ -29,17 +29,23 @@ class ModelEMA:
         for p in self.ema.parameters():
             p.requires_grad_(False)
         self.decay, self.tau, self.updates = decay, tau, 0
+        self._pairs: tuple[list[torch.Tensor], ...] | None = None
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
         self.updates += 1
         d = self.decay * (1 - math.exp(-self.updates / self.tau))
-        msd = model.state_dict()
-        for k, v in self.ema.state_dict().items():
-            if v.dtype.is_floating_point:
-                v.mul_(d).add_(msd[k].detach(), alpha=1 - d)
-            else:
-                v.copy_(msd[k])
+        if self._pairs is None:  # the same tensors every step (parameters and buffers are updated in place)
+            msd = model.state_dict()
+            pairs: tuple[list[torch.Tensor], ...] = ([], [], [], [])
+            for k, v in self.ema.state_dict().items():
+                pairs[0 if v.dtype.is_floating_point else 2].append(v)
+                pairs[1 if v.dtype.is_floating_point else 3].append(msd[k].detach())
+            self._pairs = pairs
+        ema_f, model_f, ema_i, model_i = self._pairs
+        torch._foreach_lerp_(ema_f, model_f, 1 - d)  # ema = d * ema + (1 - d) * model, in one fused call
+        for v, m in zip(ema_i, model_i, strict=True):
+            v.copy_(m)
 
 
 def _lr_at(step: int, total: int, warmup: int, cfg: TrainConfig) -> float:
@@ -79,7 +85,7 @@ def fit(
         (EMA model in eval mode, stats: steps, seconds, last loss).
     """
     torch.manual_seed(cfg.seed)
-    model.to(device).train()
+    to_device(model, device).train()
     for m in frozen_bn:
         m.eval()
     loss_fn = YOLOLoss(head, input_size)
@@ -102,10 +108,10 @@ def fit(
                     opt_groups.append({"params": part, "weight_decay": wd, "lr_scale": scale})
     if not opt_groups:
         raise ValueError(f"{desc}: no parameter to train (every learning-rate multiplier is 0)")
-    opt = torch.optim.AdamW(opt_groups, lr=cfg.lr)
+    opt = torch.optim.AdamW(opt_groups, lr=cfg.lr, fused=True)  # one fused kernel for every parameter (CPU and CUDA)
     ema = ModelEMA(model, cfg.ema_decay, tau=max(50.0, min(2000.0, total / 5)))
     if teacher is not None:
-        teacher.to(device).eval()
+        to_device(teacher, device).eval()
     feats: dict[str, torch.Tensor] = {}
     hooks = []
     if distill is not None and distill.feature_weight > 0 and feature_taps is not None:

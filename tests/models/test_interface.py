@@ -22,6 +22,27 @@ def test_calibration_mean_and_range_over_batches():
     assert mx == pytest.approx((allv - allv.mean()).abs().max().item(), rel=1e-6)
 
 
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_calibration_range_equals_the_float64_reference_and_ignores_the_layout(channels_last):
+    """max = max |f - mu| and the percentile over the evenly strided sample of |f - mu| (float64), as Eq. 5 asks,
+    for NCHW and channels-last features alike (the sample follows the logical NCHW order)."""
+    g = torch.Generator().manual_seed(1)
+    batches = [torch.randn(3, 6, 7, 9, generator=g) * 2 - 0.5 for _ in range(2)]
+    if channels_last:
+        batches = [b.contiguous(memory_format=torch.channels_last) for b in batches]
+    allv = torch.cat([b.reshape(-1) for b in batches]).double()
+    mu = allv.mean().item()
+    dev = (allv - mu).abs()
+    _, mx = calibrate(QuantInterface(4), batches)
+    assert mx == pytest.approx(dev.max().item(), rel=1e-6)
+    _, p99 = calibrate(QuantInterface(4), batches, percentile=99.0, sample_limit=300)
+    stride = len(allv) // 300
+    sample = torch.cat([(b.reshape(-1)[::stride].double() - mu).abs() for b in batches]).float()
+    k = int(round(len(sample) * 0.99))
+    assert p99 == pytest.approx(float(sample.kthvalue(k).values), rel=1e-6)
+    assert p99 < mx
+
+
 def test_one_bit_gives_exactly_two_levels_eq5_eq6():
     f = torch.randn(2, 16, 9, 9)
     q = calibrated(1, f)

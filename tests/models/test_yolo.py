@@ -54,6 +54,15 @@ def test_nms_matches_brute_force(seed, thr):
     assert got == nms_ref(boxes.tolist(), scores.tolist(), thr)
 
 
+@pytest.mark.parametrize("max_keep", [1, 5, 17, 1000])
+def test_nms_max_keep_is_the_first_of_the_full_result(max_keep):
+    g = torch.Generator().manual_seed(11)
+    boxes, scores = random_boxes(300, g), torch.rand(300, generator=g)
+    full = nms(boxes, scores, 0.5).tolist()
+    assert len(full) > 17
+    assert nms(boxes, scores, 0.5, max_keep).tolist() == full[:max_keep]
+
+
 def test_nms_ties_keep_input_order_and_threshold_is_strict():
     boxes = torch.tensor([[0, 0, 10, 10], [0, 0, 10, 10], [0, 0, 10, 5.0]])
     scores = torch.tensor([0.9, 0.9, 0.9])

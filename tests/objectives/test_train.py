@@ -50,6 +50,55 @@ def test_ema_tracks_weights():
     assert torch.allclose(ema.ema.weight, m.weight, atol=1e-6)
 
 
+def test_ema_update_is_the_decayed_average_of_every_float_tensor_and_copies_the_rest():
+    """The fused update equals d * ema + (1 - d) * model for parameters and float buffers (BatchNorm statistics),
+    with the warm-up decay d = decay * (1 - exp(-updates / tau)); integer buffers are copied."""
+    torch.manual_seed(0)
+    m = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    ema = ModelEMA(m, decay=0.9, tau=2.0)
+    ref = {k: v.clone() for k, v in ema.ema.state_dict().items()}
+    for step in range(1, 4):
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.randn_like(p))
+        m.train()(torch.randn(2, 3, 8, 8))  # moves the running statistics and num_batches_tracked
+        ema.update(m)
+        d = 0.9 * (1 - np.exp(-step / 2.0))
+        for k, v in m.state_dict().items():
+            ref[k] = ref[k] * d + v * (1 - d) if v.dtype.is_floating_point else v.clone()
+        for k, v in ema.ema.state_dict().items():
+            assert torch.allclose(v.double(), ref[k].double(), atol=1e-6), (step, k)
+    assert int(ema.ema[1].num_batches_tracked) == 3
+
+
+def test_training_and_evaluation_run_channels_last_with_the_same_values(data):
+    """fit(), predict() and the split's calibration put the convolutions channels-last (faster on the CPU, README
+    "Measured figures"); the outputs equal the NCHW model's, and every max-pool keeps the layout."""
+    torch.manual_seed(0)
+    model = TinyYOLOv3(CFG).eval()
+    x = torch.rand(4, 3, 64, 64)
+    with torch.no_grad():
+        ref = [o.clone() for o in model(x)]
+    predict(model, data, CFG.head())
+    assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in model.modules()
+               if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1)
+    seen = []
+    hooks = [m.register_forward_hook(lambda m, i, o: seen.append(o.is_contiguous(memory_format=torch.channels_last)))
+             for m in model.modules() if type(m).__name__ == "DarknetMaxPool"]
+    with torch.no_grad():
+        got = model(x)
+    for h in hooks:
+        h.remove()
+    assert seen and all(seen)
+    for a, b in zip(ref, got, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+    ema, _ = fit(TinyYOLOv3(CFG), CFG.head(), 64, data, QUICK, torch.device("cpu"), progress=False)
+    assert ema.layers[0].conv.weight.is_contiguous(memory_format=torch.channels_last)
+    sm = split(TinyYOLOv3(CFG).eval(), 3, bits=4)
+    sm.calibrate(x, "cpu", 100.0)
+    assert sm.node.layers["0"].conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+
 def test_fit_learns_on_a_few_images(data):
     """Over-fitting 4 images: mAP on those images rises well above an untrained model's."""
     torch.manual_seed(0)
