@@ -99,6 +99,22 @@ def test_training_and_evaluation_run_channels_last_with_the_same_values(data):
     assert sm.node.layers["0"].conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
+def test_calibration_in_chunks_of_8_gives_the_same_interface(data):
+    """Calibration runs the node 8 images at a time on the CPU (faster there: README "Measured figures"); the
+    calibrated interface (mu, max at the 99.9th percentile, centroids) equals the one from whole batches."""
+    torch.manual_seed(0)
+    model = TinyYOLOv3(CFG).eval()
+    x = torch.from_numpy(data.images[:20]).permute(0, 3, 1, 2).float() / 255
+    bufs = []
+    for chunk in (64, 8, 3):
+        sm = split(model, 2, bits=4, recon="centroid")
+        sm.calibrate(x, "cpu", 99.9, batch_size=16, chunk=chunk)
+        bufs.append({k: v.clone() for k, v in sm.interface.state_dict().items()})
+    # multiples of 8 images give bit-identical features here; an odd chunk may differ in the last float bit
+    assert all(torch.equal(bufs[0][k], bufs[1][k]) for k in bufs[0])
+    assert all(torch.allclose(bufs[0][k], bufs[2][k], rtol=1e-5, atol=1e-6) for k in bufs[0])
+
+
 def test_fit_learns_on_a_few_images(data):
     """Over-fitting 4 images: mAP on those images rises well above an untrained model's."""
     torch.manual_seed(0)
