@@ -73,7 +73,7 @@ def test_ema_update_is_the_decayed_average_of_every_float_tensor_and_copies_the_
 
 def test_training_and_evaluation_run_channels_last_with_the_same_values(data):
     """fit(), predict() and the split's calibration put the convolutions channels-last (faster on the CPU, README
-    "Measured figures"); the outputs equal the NCHW model's, and every max-pool keeps the layout."""
+    "Speed"); the outputs equal the NCHW model's, and every max-pool keeps the layout."""
     torch.manual_seed(0)
     model = TinyYOLOv3(CFG).eval()
     x = torch.rand(4, 3, 64, 64)
@@ -100,7 +100,7 @@ def test_training_and_evaluation_run_channels_last_with_the_same_values(data):
 
 
 def test_calibration_in_chunks_of_8_gives_the_same_interface(data):
-    """Calibration runs the node 8 images at a time on the CPU (faster there: README "Measured figures"); the
+    """Calibration runs the node 8 images at a time on the CPU (faster there: README "Speed"); the
     calibrated interface (mu, max at the 99.9th percentile, centroids) equals the one from whole batches."""
     torch.manual_seed(0)
     model = TinyYOLOv3(CFG).eval()
