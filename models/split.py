@@ -366,10 +366,12 @@ class SplitModel(nn.Module):
         if self.cut_point.is_split:
             self.eval().to(device, memory_format=torch.channels_last)  # as objectives.device.to_device
             step = chunk or (8 if torch.device(device).type == "cpu" else batch_size)
+            feats = []
             with torch.no_grad():  # the node runs once; the passes of ``calibrate`` reuse its outputs
-                feats = [torch.cat([self.node(images[k:min(k + step, i + batch_size)].to(device))
-                                    for k in range(i, min(i + batch_size, len(images)), step)])
-                         for i in range(0, len(images), batch_size)]
+                for i in range(0, len(images), batch_size):
+                    batch = images[i:i + batch_size]
+                    feats.append(torch.cat([self.node(batch[k:k + step].to(device))
+                                            for k in range(0, len(batch), step)]))
             calibrate(self.interface, feats, percentile)
 
     @torch.no_grad()

@@ -17,6 +17,7 @@ import argparse
 import optuna
 
 from search.convergence import feasible, history, hypervolume, reference_point
+from search.finalize import pareto_front
 from search.record import StudyRecord, TrialRecord
 
 
@@ -44,12 +45,10 @@ def main() -> None:
         print(f"\n{arg}: baseline mAP@0.5 {rec.baseline_mAP50}, {len(hist)} evaluations, {len(trials)} trials, "
               f"{len(ok)} feasible; hypervolume {hypervolume(trials, ref):.4f}; after "
               + ", ".join(f"{n}: {hist[n - 1]:.4f}" for n in range(10, len(hist) + 1, 10)))
-        front = optuna.create_study(directions=["minimize", "minimize"])
-        front.add_trials(ok)
-        for t in sorted(front.best_trials, key=lambda t: t.values[0]):
+        for t in sorted(pareto_front(ok), key=lambda t: t.values[0]):
             r = TrialRecord.from_trial(t)
-            print(f"  {r.accuracy_key} {r.radio}/{r.codec}: {r.payload_bytes} B, mAP@0.5 {r.mAP50:.4f}, {t.values[0]:.3f} mJ, "
-                  f"{t.values[1]:.2f} ms")
+            print(f"  {r.accuracy_key} {r.radio}/{r.codec}: {r.payload_bytes} B, mAP@0.5 {r.mAP50:.4f}, "
+                  f"{t.values[0]:.3f} mJ, {t.values[1]:.2f} ms")
 
 
 if __name__ == "__main__":
