@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from models import Darknet, YOLOLoss, cut_points, prune, split
+from models.split import SplitModel
 from objectives.accuracy import evaluate_map, payload_stats, transmitted_map
 from objectives.costs import CodecProfile, CostBreakdown, EdgeProfile, NodeWork, ProcessorProfile, RadioProfile
 from objectives.costs import evaluate_costs as _evaluate_costs
@@ -35,6 +36,9 @@ class EvalSettings:
         codecs: compression algorithms (:data:`models.codec.CODECS`) whose payload sizes are measured.
         measure_edge: time the edge half on this machine (``platform/edge=measured``).
         progress: progress bars while fine-tuning.
+        required_map50: the mAP@0.5 the study's constraint requires (baseline - th, Eq. 4); with
+            ``train.finetune_when=needed`` a model that reaches it before fine-tuning is not fine-tuned. None: every
+            split model is fine-tuned (the final training, the design table).
     """
 
     eval: EvalConfig
@@ -43,6 +47,12 @@ class EvalSettings:
     codecs: tuple[str, ...]
     measure_edge: bool
     progress: bool
+    required_map50: float | None = None
+
+    @property
+    def skips_finetune(self) -> bool:
+        """Whether a model that already meets :attr:`required_map50` keeps its un-fine-tuned weights."""
+        return self.train.finetune_when == "needed" and self.required_map50 is not None
 
 
 @dataclass(frozen=True)
@@ -69,6 +79,7 @@ class AccuracyResult:
     kept_channels: dict[str, list[int]] = field(default_factory=dict)
     finetune_seconds: float = 0.0
     finetune_steps: int = 0
+    finetune_skipped: bool = False  # train.finetune_when=needed: it met the constraint before fine-tuning
     seconds: float = 0.0
     edge_measured_ms: float | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
@@ -84,6 +95,18 @@ class AccuracyResult:
 
 def _images(data: ImageSet, n: int) -> torch.Tensor:
     return torch.from_numpy(data.images[:n]).permute(0, 3, 1, 2).float() / 255
+
+
+def _may_meet(sm: SplitModel, val: ImageSet, s: EvalSettings, head, size: int, device: torch.device) -> bool:
+    """The subset check before the full set: False when the mAP@0.5 on the first ``eval.precheck_images``
+    validation images is more than ``eval.precheck_margin`` below the required one (the model is then fine-tuned
+    without its full-set score; a wrong False costs the fine-tuning time, never a wrong number)."""
+    ev = s.eval
+    if ev.precheck_images <= 0 or ev.precheck_images >= len(val.images):
+        return True
+    sub = type(val)(val.images[:ev.precheck_images], val.labels[:ev.precheck_images], val.class_names)
+    est = evaluate_map(sm, sub, head, size, ev.conf_threshold, ev.nms_iou, device).map50
+    return est >= s.required_map50 - ev.precheck_margin
 
 
 def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSet,
@@ -123,16 +146,18 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
         sm.calibrate(calib, device, s.model.range_percentile)  # the cut feature changed: re-calibrate mu and max
         lap("prune")
     tune = s.train.finetune_enabled and sm.cut_point.is_split
+    skip = False
     before = float("nan")
     if sm.cut_point.sends_detections:  # the edge only ever gets what the node sends: score it on that
         r = transmitted_map(sm, val, head, cfg.input_size, ev.payload_conf_threshold, ev.nms_iou, device)
         before = r.map50
-    elif not tune or ev.before_finetune:
+    elif not tune or ev.before_finetune or (s.skips_finetune and _may_meet(sm, val, s, head, cfg.input_size, device)):
         r = evaluate_map(sm, val, head, cfg.input_size, ev.conf_threshold, ev.nms_iou, device)
         before = r.map50
+        skip = tune and s.skips_finetune and r.map50 >= s.required_map50
     lap("evaluate")
     ft_seconds, ft_steps = 0.0, 0
-    if tune:
+    if tune and not skip:
         sm, stats = finetune(sm, baseline, train, s.train.finetune, device, s.train.distill, progress=s.progress,
                              adapt=s.train.adapt)
         ft_seconds, ft_steps = stats["seconds"], int(stats["steps"])
@@ -164,7 +189,8 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
         cut_shape=[c, h, w], feature_values=c * h * w if sm.cut_point.is_split else 0, raw_bytes=ps.raw_bytes,
         payload_mean_bytes=ps.mean_bytes, payload_max_bytes=ps.max_bytes, entropy_bytes=ps.entropy_bytes,
         best_codec=ps.best_codec, weight_count=int(weights), peak_activation_values=peak,
-        kept_channels=kept, finetune_seconds=ft_seconds, finetune_steps=ft_steps, seconds=time.time() - t0,
+        kept_channels=kept, finetune_seconds=ft_seconds, finetune_steps=ft_steps, finetune_skipped=skip,
+        seconds=time.time() - t0,
         edge_measured_ms=edge_ms, phase_seconds=phases,
     )
 

@@ -93,10 +93,18 @@ class AdaptConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (a scale of 0 freezes those layers)")
 
 
+FINETUNE_WHEN = ("always", "needed")
+
+
 @dataclass(frozen=True)
 class TrainSettings:
     """The ``train`` section: baseline from scratch, per-trial fine-tuning and its recipe, and the final training
-    of the front (``mode=finalize``: the same recipe with the ``final`` budget)."""
+    of the front (``mode=finalize``: the same recipe with the ``final`` budget).
+
+    ``finetune_when``: ``always`` fine-tunes every split model; ``needed`` first measures the model as split,
+    quantized and pruned, and keeps it un-fine-tuned when its mAP@0.5 on the full validation set already meets
+    the study's constraint (Eq. 4; :attr:`objectives.objective.EvalSettings.required_map50`).
+    """
 
     baseline: TrainConfig
     finetune: TrainConfig
@@ -104,6 +112,11 @@ class TrainSettings:
     distill: DistillConfig
     adapt: AdaptConfig
     finetune_enabled: bool
+    finetune_when: str
+
+    def __post_init__(self) -> None:
+        if self.finetune_when not in FINETUNE_WHEN:
+            raise ValueError(f"train.finetune_when={self.finetune_when!r} not in {list(FINETUNE_WHEN)}")
 
 
 @dataclass(frozen=True)
@@ -154,7 +167,9 @@ class ModelConfig:
 @dataclass(frozen=True)
 class EvalConfig:
     """The ``eval`` section: mAP settings (the paper reports mAP@0.5 at confidence 0.45; COCO's convention is
-    0.001), calibration and payload sample sizes."""
+    0.001), calibration and payload sample sizes, and the subset check of ``train.finetune_when=needed``: before
+    the full validation set, ``precheck_images`` of it are scored, and the full set only where that estimate is
+    within ``precheck_margin`` of the required mAP@0.5 (0 images: the full set always)."""
 
     conf_threshold: float
     nms_iou: float
@@ -162,6 +177,8 @@ class EvalConfig:
     calib_images: int
     payload_images: int
     before_finetune: bool
+    precheck_images: int
+    precheck_margin: float
 
     def __post_init__(self) -> None:
         for k in ("conf_threshold", "nms_iou", "payload_conf_threshold"):
@@ -170,3 +187,7 @@ class EvalConfig:
         for k in ("calib_images", "payload_images"):
             if getattr(self, k) < 1:
                 raise ValueError(f"eval.{k}={getattr(self, k)} must be >= 1")
+        if self.precheck_images < 0:
+            raise ValueError(f"eval.precheck_images={self.precheck_images} must be >= 0 (0: no subset check)")
+        if not 0 <= self.precheck_margin <= 1:
+            raise ValueError(f"eval.precheck_margin={self.precheck_margin} must be in [0, 1]")

@@ -121,13 +121,19 @@ class Objective:
             if r.state != TrialState.COMPLETE:
                 continue
             self._remember(r)
-            if r.accuracy and set(self.algorithms) <= set(r.accuracy.payload_mean_bytes):
+            if r.accuracy and set(self.algorithms) <= set(r.accuracy.payload_mean_bytes) and self.reusable(r.accuracy):
                 self.cache.setdefault(r.accuracy.key, r.accuracy)
 
     def _remember(self, r: TrialRecord) -> None:
         """Note which (model, radio, codec) a complete trial holds, so a re-proposal is recognised."""
         if r.accuracy_key:
             self.evaluated.setdefault((r.accuracy_key, r.radio, r.codec), r.number)
+
+    def reusable(self, acc: AccuracyResult) -> bool:
+        """A stored model answers a re-proposal of its point unless it was kept un-fine-tuned for meeting a
+        constraint this run's no longer holds (a stricter ``study.th``): then the point is measured again."""
+        p = self.pricing
+        return not acc.finetune_skipped or constraint_value(acc.map50, p.baseline_map50, p.th) <= 0
 
     def accuracy(self, point: DesignPoint) -> AccuracyResult:
         key = point.accuracy_key(self.table)
@@ -177,7 +183,8 @@ class Objective:
         record.set_constraints(trial, s.constraints)
         record.write(trial, s.record)
         self.mine.append(trial.number)
-        before = "" if math.isnan(acc.map50_before_finetune) else f"before fine-tune {acc.map50_before_finetune:.3f}, "
+        before = "not fine-tuned: meets the constraint as it is, " if acc.finetune_skipped else \
+            "" if math.isnan(acc.map50_before_finetune) else f"before fine-tune {acc.map50_before_finetune:.3f}, "
         tqdm.write(f"trial {trial.number}: {acc.key} -> mAP@0.5 {acc.map50:.3f} ({before}{acc.seconds:.0f} s), "
                    f"{s.record.payload_bytes} B; {point.radio}/{point.codec}: {s.cost.node_energy_mj:.3f} mJ, "
                    f"{s.cost.latency_ms:.2f} ms{'' if s.record.feasible else ' (infeasible)'}")

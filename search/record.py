@@ -154,6 +154,7 @@ class TrialRecord:
         r["entropy_bytes"] = acc.entropy_bytes if acc else None
         r["finetune_seconds"] = acc.finetune_seconds if acc else None
         r["finetune_steps"] = acc.finetune_steps if acc else None
+        r["finetune_skipped"] = acc.finetune_skipped if acc else None  # finetune_when=needed: met the constraint as is
         return r
 
 

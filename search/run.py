@@ -157,6 +157,12 @@ def deploy(rc: RunConfig, study: optuna.Study, export_dir: Path, storage) -> Pat
     return out
 
 
+def final_training(train: TrainSettings) -> TrainSettings:
+    """``mode=finalize``'s settings: the ``train.final`` budget in place of the search's, and every model trained
+    (a front model the search kept un-fine-tuned, ``train.finetune_when=needed``, is trained too)."""
+    return dataclasses.replace(train, finetune=train.final, finetune_when="always")
+
+
 def measuring(rc: RunConfig, base_map: float, train: TrainSettings, radios: set[str] = frozenset(),
               codecs: set[str] = frozenset()) -> tuple[EvalSettings, Pricing]:
     """How a run measures a model (``train``'s fine-tuning, payloads for every codec algorithm) and prices it: the
@@ -164,7 +170,8 @@ def measuring(rc: RunConfig, base_map: float, train: TrainSettings, radios: set[
     dropped since)."""
     profiles = {n: load_profile("codec", n) for n in [*rc.space.codecs, *sorted(set(codecs) - set(rc.space.codecs))]}
     algorithms = tuple(dict.fromkeys(p.codec for p in profiles.values()))
-    settings = EvalSettings(rc.eval, rc.model, train, algorithms, rc.platform.edge.measured, rc.progress)
+    settings = EvalSettings(rc.eval, rc.model, train, algorithms, rc.platform.edge.measured, rc.progress,
+                            required_map50=base_map - rc.study.th)
     radio_names = [*rc.space.radios, *sorted(set(radios) - set(rc.space.radios))]
     return settings, Pricing(rc.platform.node, rc.platform.edge, {n: load_profile("radio", n) for n in radio_names},
                              profiles, rc.study.th, base_map)
@@ -190,7 +197,7 @@ def finalize_run(rc: RunConfig, study: optuna.Study, storage, export_dir: Path, 
                                                                  states=(optuna.trial.TrialState.COMPLETE,))]
     cands = candidates(trials, rc.finalize.margin, rc.finalize.max_points)
     names = {(r.radio, r.codec) for t in trials if (r := TrialRecord.from_trial(t)).radio}
-    settings, pricing = measuring(rc, float(rec.baseline_mAP50), dataclasses.replace(rc.train, finetune=rc.train.final),
+    settings, pricing = measuring(rc, float(rec.baseline_mAP50), final_training(rc.train),
                                   radios={r for r, _ in names}, codecs={c for _, c in names})
     store = WeightStore(export_dir / "final-models")
 

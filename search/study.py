@@ -73,9 +73,15 @@ def open_study(rc: RunConfig, storage: optuna.storages.BaseStorage, sampler: opt
 def search_settings(rc: RunConfig, model: str) -> str:
     """What a search-time accuracy result depends on (data, model, train, eval, the baseline's name), as the repr
     the study keeps. ``train.final`` is left out: it is the final training's budget (``mode=finalize``), which
-    search-time results do not depend on (a study from before it existed keeps the same repr)."""
-    train = repr(rc.train).replace(f"final={rc.train.final!r}, ", "")
-    return f"({rc.data!r}, {rc.model!r}, {train}, {rc.eval!r}, {model!r})"
+    search-time results do not depend on (a study from before it existed keeps the same repr); so are
+    ``train.finetune_when=always`` and the ``eval.precheck_*`` keys that only ``needed`` reads (a study or design
+    table measured before they existed, which fine-tuned every model, keeps its repr)."""
+    train, ev = repr(rc.train).replace(f"final={rc.train.final!r}, ", ""), repr(rc.eval)
+    if rc.train.finetune_when == "always":  # every model fine-tuned: the subset check is never used, and the repr is
+        train = train.replace(", finetune_when='always'", "")  # that of the results measured before it existed
+        ev = ev.replace(f", precheck_images={rc.eval.precheck_images!r}, precheck_margin={rc.eval.precheck_margin!r}",
+                        "")
+    return f"({rc.data!r}, {rc.model!r}, {train}, {ev}, {model!r})"
 
 
 def worker_index(rc: RunConfig, study: optuna.Study) -> int:

@@ -63,7 +63,9 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=0, help="measure at most this many new points, then stop")
     ap.add_argument("overrides", nargs="*", help="hydra overrides of conf/config.yaml")
     args = ap.parse_args()
-    rc = compose(["progress=false", *args.overrides])
+    rc = compose(["progress=false", "train.finetune_when=always", *args.overrides])
+    if rc.train.finetune_when != "always":  # a row must not depend on a threshold: every point is fine-tuned
+        sys.exit(f"train.finetune_when={rc.train.finetune_when!r}: a design table fine-tunes every point (always)")
     dev = resolve_device(rc.device)
     cache = Path(rc.studies_dir) / "cache"
     train, val, data_key = load_data(rc.data, cache)

@@ -10,6 +10,7 @@ from models import TinyYOLOv3, TinyYOLOv3Config, cut_points
 from models.codec import HEADER_BYTES
 from objectives.data.synthetic import SyntheticConfig, generate
 from objectives.design import DesignPoint
+from objectives.fit import fit
 from objectives.objective import AccuracyResult, EvalSettings, constraint_value, evaluate_accuracy, node_work
 from tests.helpers import conf, train_cfg
 
@@ -76,6 +77,59 @@ def test_split_point_pruned_and_finetuned(setup):
     assert w_.payload_bytes == math.ceil(acc.payload_mean_bytes["zlib"]) and w_.node_macs == acc.node_macs
     with pytest.raises(ValueError, match="was not measured"):
         node_work(acc, "lzma")
+
+
+def needed(required, precheck_images=0, margin=0.0, finetune=None) -> EvalSettings:
+    """``train.finetune_when=needed`` with the constraint requiring ``required`` mAP@0.5 (no full score before
+    fine-tuning unless the policy asks for it)."""
+    rc = conf()
+    ev = replace(rc.eval, calib_images=16, payload_images=8, before_finetune=False, precheck_images=precheck_images,
+                 precheck_margin=margin)
+    train = replace(rc.train, finetune=finetune or train_cfg(steps=3, batch_size=8, warmup_epochs=0.0),
+                    finetune_when="needed")
+    return EvalSettings(ev, rc.model, train, ("none",), measure_edge=False, progress=False, required_map50=required)
+
+
+@pytest.fixture(scope="module")
+def trained(setup):
+    """The tiny model trained for 200 steps on its 16 images (mAP@0.5 ~0.08: a score that is not 0)."""
+    _, data = setup
+    torch.manual_seed(0)
+    cfg = train_cfg("baseline", steps=200, batch_size=8, lr=0.01, warmup_epochs=0.0, ema_decay=0.9, max_minutes=0)
+    model, _ = fit(TinyYOLOv3(CFG), CFG.head(), CFG.input_size, data, cfg, torch.device("cpu"), progress=False)
+    return model.eval(), data
+
+
+def test_finetune_when_needed_keeps_a_model_that_meets_the_constraint(trained):
+    base, data = trained
+    cpu, p, n = torch.device("cpu"), DesignPoint(1, bits=8, cut_keep=0.5), len(data.images)
+    ref = evaluate_accuracy(p, base, data, data, settings(finetune=train_cfg(steps=3, batch_size=8, warmup_epochs=0.0)),
+                            cpu)  # always fine-tuned, scored before and after
+    assert ref.finetune_steps == 3 and not ref.finetune_skipped and ref.map50_before_finetune > 0.01
+    met = evaluate_accuracy(p, base, data, data, needed(required=ref.map50_before_finetune), cpu)  # just met
+    assert met.finetune_skipped and met.finetune_steps == 0 and met.finetune_seconds == 0.0
+    assert "finetune" not in met.phase_seconds
+    # the stored score is the un-fine-tuned model's, on the full validation set: what `always` scores before
+    assert met.map50 == met.map50_before_finetune == ref.map50_before_finetune
+    assert met.payload_mean_bytes["none"] == ref.payload_mean_bytes["none"]
+    # just missed: scored first, then fine-tuned exactly as `always` does
+    missed = evaluate_accuracy(p, base, data, data, needed(required=ref.map50_before_finetune + 1e-9), cpu)
+    assert not missed.finetune_skipped and missed.finetune_steps == 3
+    assert missed.map50_before_finetune == ref.map50_before_finetune and missed.map50 == ref.map50
+    # the subset check: on 4 of the validation images no score is more than 0 below 1.01 (mAP <= 1), so the full
+    # set is not scored before fine-tuning; with as many subset images as the set has, the full set is scored
+    quick = evaluate_accuracy(p, base, data, data, needed(required=1.01, precheck_images=4, margin=0.0), cpu)
+    assert math.isnan(quick.map50_before_finetune) and quick.finetune_steps == 3 and quick.map50 == ref.map50
+    whole = evaluate_accuracy(p, base, data, data, needed(required=1.01, precheck_images=n), cpu)
+    assert whole.map50_before_finetune == ref.map50_before_finetune and whole.finetune_steps == 3
+    # a subset estimate within the margin goes on to the full set, which decides (a margin of 1 passes any subset)
+    near = evaluate_accuracy(p, base, data, data, needed(required=ref.map50_before_finetune, precheck_images=4,
+                                                          margin=1.0), cpu)
+    assert near.finetune_skipped and near.map50 == ref.map50_before_finetune
+    # no requirement (the final training, the design table): always fine-tuned
+    plain = evaluate_accuracy(p, base, data, data, needed(required=None), cpu)
+    assert not plain.finetune_skipped and plain.finetune_steps == 3 and math.isnan(plain.map50_before_finetune)
+    assert AccuracyResult.from_attrs(met.as_attrs()) == met
 
 
 def test_accuracy_key_ignores_cost_axes_and_counts_channels():

@@ -128,6 +128,9 @@ BAD = [
     (["+platform.node.typo=1"], r"platform\.node\.typo: unknown key"),
     (["model.width=0"], r"model\.width=0\.0 must be in \(0, 4\]"),
     (["eval.nms_iou=1.5"], r"eval\.nms_iou=1\.5 must be in \[0, 1\)"),
+    (["train.finetune_when=sometimes"], r"train\.finetune_when='sometimes' not in \['always', 'needed'\]"),
+    (["eval.precheck_images=-1"], r"eval\.precheck_images=-1 must be >= 0"),
+    (["eval.precheck_margin=2"], r"eval\.precheck_margin=2\.0 must be in \[0, 1\]"),
     (["storage.kind=mongo"], r"storage\.kind='mongo' not in \['sqlite', 'journal', 'postgres'\]"),
     (["study.name=a/b"], r"study\.name='a/b' must be a non-empty name"),
 ]

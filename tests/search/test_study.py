@@ -193,7 +193,7 @@ def test_journal_storage(tmp_path):
 
 def test_diverging_finetune_fails_that_trial_and_the_study_goes_on(tmp_path):
     studies = tmp_path / "studies"
-    p = cli(studies, "train.finetune.lr=1e30", "study.n_trials=3", "study.enqueue_baselines=true",
+    p = cli(studies, "train.finetune.lr=1e30", "train.finetune_when=always", "study.n_trials=3", "study.enqueue_baselines=true",
             "space.partitions=[0,3]")
     study = load(studies)
     failed = primaries(study, (TrialState.FAIL,))

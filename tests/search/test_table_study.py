@@ -11,12 +11,13 @@ from optuna.trial import TrialState
 
 from objectives.design import DesignPoint
 from objectives.table import DesignTable, grid_points
+from search import study as lifecycle
 from search.compare import Exhaustive, overrides, run_one, summarize
 from search.config import compose
 from search.convergence import by_evaluation, history, hypervolume, reference_point
 from search.profiles import ConfigError
 from search.record import TrialRecord
-from search.run import load_design_table, measuring, run
+from search.run import final_training, load_design_table, measuring, run
 from tests.helpers import fake_result, fake_table
 
 SLICE = ["study=quick", "study.th=0.1", "study.paper_ratios=[0.5,0.25]", "space.shared_layer_keep=true",
@@ -64,6 +65,28 @@ def test_a_table_made_with_other_settings_is_refused_in_one_line(tmp_path, slice
         compose([*SLICE, f"table={tmp_path}/missing.csv"])
     with pytest.raises(ConfigError, match="keeps no weights"):
         compose([*SLICE, f"table={path}", "mode=finalize"])
+
+
+def test_finetune_when_is_part_of_the_settings_only_where_it_skips(tmp_path):
+    """``always`` (and the precheck keys it never reads) keeps the settings repr of studies and tables measured
+    before the option existed; ``needed`` is a different measurement, so a table study refuses it; measuring()
+    gives the needed policy the study's requirement, and the final training always trains."""
+    always, needed = compose([*SLICE, "train.finetune_when=always"]), compose(SLICE)
+    assert needed.train.finetune_when == "needed"  # the default
+    a, n = lifecycle.search_settings(always, "m"), lifecycle.search_settings(needed, "m")
+    assert "finetune_when" not in a and "precheck" not in a and "finetune_when='needed'" in n and "precheck_images" in n
+    assert a == lifecycle.search_settings(compose([*SLICE, "train.finetune_when=always", "eval.precheck_images=7"]), "m")
+    assert n != lifecycle.search_settings(compose([*SLICE, "eval.precheck_images=7"]), "m")
+    s, pricing = measuring(needed, 0.9, needed.train)
+    assert s.skips_finetune and s.required_map50 == pytest.approx(0.9 - needed.study.th) and pricing.th == needed.study.th
+    final = final_training(needed.train)
+    assert final.finetune == needed.train.final and final.finetune_when == "always"
+    assert not measuring(needed, 0.9, final)[0].skips_finetune
+    path = tmp_path / "table.csv"
+    fake_table(path, always)
+    assert load_design_table(compose([*SLICE, "train.finetune_when=always", f"table={path}"])).results
+    with pytest.raises(ConfigError, match="measured with other data/model/train/eval settings"):
+        load_design_table(compose([*SLICE, f"table={path}"]))
 
 
 def test_points_outside_the_table_fail_with_the_reason_and_the_study_goes_on(tmp_path, slice_table):

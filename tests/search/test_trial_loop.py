@@ -20,6 +20,7 @@ from search import study as lifecycle
 from search.objective import Objective, Pricing, score
 from search.profiles import load_profile
 from search.record import TrialRecord
+from search.space import suggest
 from tests.helpers import conf
 
 TABLE = cut_points(TinyYOLOv3Config(num_classes=1, input_size=160))
@@ -118,6 +119,29 @@ def test_n_trials_is_the_study_total_and_resume_reuses_measured_models():
     assert set(again.cache) == keys  # the measured models are known without evaluating them again
     assert drivers.sampler_loop(rc4, study, again) == 4
     assert all(k not in keys for k in again.evaluate.calls)
+
+
+def test_a_model_kept_unfinetuned_is_measured_again_under_a_stricter_threshold():
+    """train.finetune_when=needed: a stored model that skipped fine-tuning for meeting th=0.5 answers a resumed run
+    only while it still meets that run's constraint; fine-tuned models answer any."""
+    def evaluate(point):  # as evaluate_accuracy does: a model that meets baseline - th is not fine-tuned
+        acc = fake_accuracy(point)
+        return replace(acc, finetune_skipped=acc.map50 >= BASE_MAP - 0.5 and TABLE[point.j].is_split and point.j > 2)
+
+    rc, study, obj, _ = setup("study.n_trials=12", evaluate=evaluate)
+    drivers.sampler_loop(rc, study, obj)
+    accs = {r.accuracy_key: r.accuracy for r in by_role(study)[0]}
+    skipped = {k for k, a in accs.items() if a.finetune_skipped}
+    cut = sorted(accs[k].map50 for k in skipped)[len(skipped) // 2]  # a stricter requirement: the median's mAP
+    lower = {k for k in skipped if accs[k].map50 < cut}
+    assert lower and skipped - lower and set(accs) - skipped  # every kind is there (seed 0)
+    same = Objective(study, rc.space, TABLE, obj.pricing, Counting(), ("none", "zlib"))
+    assert set(same.cache) == set(accs)
+    strict = Objective(study, rc.space, TABLE, replace(obj.pricing, th=BASE_MAP - cut), Counting(), ("none", "zlib"))
+    assert set(strict.cache) == set(accs) - lower
+    point = next(suggest(optuna.trial.FixedTrial(t.params), rc.space, TABLE) for t in study.trials
+                 if t.user_attrs.get("accuracy_key") in lower)
+    assert strict.accuracy(point).finetune_skipped is False and strict.evaluate.calls == [point.accuracy_key(TABLE)]
 
 
 def test_timeout_stops_after_the_running_trial(capsys):
