@@ -1,7 +1,7 @@
-"""The fine-tuned split weights of evaluated design points, under ``studies/<study>/models/``, keyed by the
-accuracy key. One file per model: ``torch.save`` of plain tensors and lists (``torch.load(weights_only=True)``),
-fp32, written atomically. Exports keep the files of the feasible Pareto front and of the unpruned anchors and
-remove the rest.
+"""The split weights of evaluated design points (fine-tuned, or as split where the model needed none), under
+``studies/<study>/models/``, keyed by the accuracy key. One file per model: ``torch.save`` of plain tensors and
+lists (``torch.load(weights_only=True)``), fp32, written atomically. Exports keep the files of the feasible Pareto
+front and of the unpruned anchors and remove the rest.
 
 A pruned split model is rebuilt by splitting the baseline at the same j and resizing its convs and batch norms to
 the saved shapes (:func:`load_pruned`); the kept channel indices (into each pruned conv's unpruned outputs) are

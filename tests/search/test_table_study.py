@@ -72,7 +72,9 @@ def test_finetune_when_is_part_of_the_settings_only_where_it_skips(tmp_path):
     before the option existed; ``needed`` is a different measurement, so a table study refuses it; measuring()
     gives the needed policy the study's requirement, and the final training always trains."""
     always, needed = compose([*SLICE, "train.finetune_when=always"]), compose(SLICE)
-    assert needed.train.finetune_when == "needed"  # the default
+    assert needed.train.finetune_when == "needed"  # the default; the paper's protocol and the table fine-tune all
+    assert compose(["study=paper"]).train.finetune_when == compose(["study=table_benchmark"]).train.finetune_when \
+        == "always"
     a, n = lifecycle.search_settings(always, "m"), lifecycle.search_settings(needed, "m")
     assert "finetune_when" not in a and "precheck" not in a and "finetune_when='needed'" in n and "precheck_images" in n
     assert a == lifecycle.search_settings(compose([*SLICE, "train.finetune_when=always", "eval.precheck_images=7"]), "m")
