@@ -138,7 +138,8 @@ def test_export_mode_rebuilds_without_training(quick_run, tmp_path):
 @pytest.mark.slow
 def test_kill_9_mid_trial_then_resume(tmp_path):
     studies = tmp_path / "studies"
-    slow = ["train.finetune.steps=150", "study.n_trials=3", "study.single_worker=true"]  # the exclusive owner
+    # every model fine-tuned for 150 steps, so a trial runs long enough to be killed; the exclusive owner
+    slow = ["train.finetune.steps=150", "train.finetune_when=always", "study.n_trials=3", "study.single_worker=true"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen([sys.executable, "-m", "search", *QUICK, f"studies_dir={studies}", *slow],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path, env=env)

@@ -23,7 +23,8 @@ from tests.pgserver import PASSWORD, PostgresServer, bin_dir
 
 FAST = ["study=quick", "progress=false", "storage.heartbeat_interval=1", "storage.grace_period=4",
         "storage.claim_delay_s=0.5"]
-SLOW = ["train.finetune.steps=80"]  # trials of a few seconds, so that a worker can be killed mid-trial
+SLOW = ["train.finetune.steps=80", "train.finetune_when=always"]  # trials of a few seconds (every model fine-tuned),
+# so that a worker can be killed mid-trial
 
 
 @pytest.fixture(scope="module")
