@@ -12,11 +12,12 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from models import Darknet, YOLOLoss, cut_points, prune, split
 from models.split import SplitModel
-from objectives.accuracy import evaluate_map, payload_stats, transmitted_map
+from objectives.accuracy import evaluate_map, ground_truth, payload_stats, predict, transmitted_map
 from objectives.costs import CodecProfile, CostBreakdown, EdgeProfile, NodeWork, ProcessorProfile, RadioProfile
 from objectives.costs import evaluate_costs as _evaluate_costs
 from objectives.costs.measure import time_edge_ms
@@ -24,6 +25,7 @@ from objectives.data.batches import Batches
 from objectives.data.synthetic import ImageSet
 from objectives.design import DesignPoint
 from objectives.finetune import finetune
+from objectives.metrics import average_precision
 from objectives.settings import EvalConfig, ModelConfig, TrainSettings
 
 
@@ -97,16 +99,19 @@ def _images(data: ImageSet, n: int) -> torch.Tensor:
     return torch.from_numpy(data.images[:n]).permute(0, 3, 1, 2).float() / 255
 
 
-def _may_meet(sm: SplitModel, val: ImageSet, s: EvalSettings, head, size: int, device: torch.device) -> bool:
-    """The subset check before the full set: False when the mAP@0.5 on the first ``eval.precheck_images``
+def _precheck(sm: SplitModel, val: ImageSet, s: EvalSettings, head, size: int,
+              device: torch.device) -> list[np.ndarray] | None:
+    """The subset check before the full set: None when the mAP@0.5 on the first ``eval.precheck_images``
     validation images is more than ``eval.precheck_margin`` below the required one (the model is then fine-tuned
-    without its full-set score; a wrong False costs the fine-tuning time, never a wrong number)."""
+    without its full-set score; a wrong None costs the fine-tuning time, never a wrong number), else those images'
+    detections, which the full set's score reuses (empty without a subset: 0 images, or the whole set)."""
     ev = s.eval
-    if ev.precheck_images <= 0 or ev.precheck_images >= len(val.images):
-        return True
-    sub = type(val)(val.images[:ev.precheck_images], val.labels[:ev.precheck_images], val.class_names)
-    est = evaluate_map(sm, sub, head, size, ev.conf_threshold, ev.nms_iou, device).map50
-    return est >= s.required_map50 - ev.precheck_margin
+    if ev.precheck_images <= 0 or ev.precheck_images >= len(val):
+        return []
+    sub = val.subset(0, ev.precheck_images)
+    dets = predict(sm, sub, head, ev.conf_threshold, ev.nms_iou, device=device)
+    est = average_precision(dets, ground_truth(sub, size), head.num_classes).map50
+    return dets if est >= s.required_map50 - ev.precheck_margin else None
 
 
 def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSet,
@@ -148,13 +153,15 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
     tune = s.train.finetune_enabled and sm.cut_point.is_split
     skip = False
     before = float("nan")
+    needed = tune and s.skips_finetune  # scored first, fine-tuned only below the requirement
+    first = None if not needed else [] if ev.before_finetune else _precheck(sm, val, s, head, cfg.input_size, device)
     if sm.cut_point.sends_detections:  # the edge only ever gets what the node sends: score it on that
         r = transmitted_map(sm, val, head, cfg.input_size, ev.payload_conf_threshold, ev.nms_iou, device)
         before = r.map50
-    elif not tune or ev.before_finetune or (s.skips_finetune and _may_meet(sm, val, s, head, cfg.input_size, device)):
-        r = evaluate_map(sm, val, head, cfg.input_size, ev.conf_threshold, ev.nms_iou, device)
+    elif not tune or ev.before_finetune or first is not None:
+        r = evaluate_map(sm, val, head, cfg.input_size, ev.conf_threshold, ev.nms_iou, device, first=first or [])
         before = r.map50
-        skip = tune and s.skips_finetune and r.map50 >= s.required_map50
+        skip = needed and r.map50 >= s.required_map50
     lap("evaluate")
     ft_seconds, ft_steps = 0.0, 0
     if tune and not skip:
@@ -164,9 +171,8 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
         lap("finetune")
         r = evaluate_map(sm, val, head, cfg.input_size, ev.conf_threshold, ev.nms_iou, device)
         lap("evaluate")
-    sub = type(val)(val.images[:ev.payload_images], val.labels[:ev.payload_images], val.class_names)
-    ps = payload_stats(sm, sub, s.codecs, head=head, conf_threshold=ev.payload_conf_threshold, nms_iou=ev.nms_iou,
-                       device=device)
+    ps = payload_stats(sm, val.subset(0, ev.payload_images), s.codecs, head=head,
+                       conf_threshold=ev.payload_conf_threshold, nms_iou=ev.nms_iou, device=device)
     lap("payload")
     macs = sm.macs()
     sm.cpu()

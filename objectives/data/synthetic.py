@@ -274,6 +274,10 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.images)
 
+    def subset(self, start: int, stop: int | None = None) -> ImageSet:
+        """Images ``start:stop`` with their labels (a view of the arrays, no copy)."""
+        return type(self)(self.images[start:stop], self.labels[start:stop], self.class_names)
+
 
 def _render_range(cfg: SyntheticConfig, split: str, start: int, stop: int) -> list[tuple[np.ndarray, np.ndarray]]:
     n = {"train": cfg.n_train, "val": cfg.n_val}[split]

@@ -69,8 +69,8 @@ def run(bundle: Bundle, host: str, port: int, data, has_labels: bool, limit: int
                 dets.append(parse_detections(body))
     m = float("nan")
     if has_labels:
-        sub = type(data)(data.images[:n], data.labels[:n], data.class_names)
-        m = average_precision(dets, ground_truth(sub, bundle.spec["input_size"]), len(bundle.spec["class_names"])).map50
+        m = average_precision(dets, ground_truth(data.subset(0, n), bundle.spec["input_size"]),
+                              len(bundle.spec["class_names"])).map50
     return {"mAP50": m, "bytes_per_image": float(np.mean(sizes)), "p50_ms": float(np.percentile(times, 50)),
             "p99_ms": float(np.percentile(times, 99)), "images": n, "errors": errors, "detections": dets,
             "sizes": sizes}
