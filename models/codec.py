@@ -4,8 +4,10 @@ Frame = 24-byte header + body. The header makes a payload self-describing::
 
     magic "SP" | version u8 | kind u8 | codec u8 | bits u8 | C u16 | H u16 | W u16 | mu f32 | max f32 | crc32 u32
 
-``kind`` is 0 for a feature map (body = packed codes, maybe compressed) and 1 for detections (j=6; body =
-N rows of x1, y1, x2, y2, class, score as u16, maybe compressed; C holds N). The CRC-32 covers the header
+``kind`` is 0 for a feature map (body = packed codes, maybe compressed), 1 for detections (j=6; body =
+N rows of x1, y1, x2, y2, class, score as u16, maybe compressed; C holds N), 2 for a JPEG and 3 for a WebP image
+(j=0 with a lossy image codec, :mod:`models.image_codec`; body = the encoder's file, maybe compressed; C, H, W =
+3, height, width; bits 8; mu holds the quality, max 0). The CRC-32 covers the header
 before it and the body. Decoding checks every field before it allocates or decompresses, bounds the
 decompressed size by the declared shape, and raises :class:`PayloadError` with one line for anything wrong.
 
@@ -33,7 +35,8 @@ MAGIC = b"SP"
 _HEADER = struct.Struct("<2sBBBBHHHffI")
 HEADER_BYTES = _HEADER.size  # 24
 MAX_VALUES = 1 << 26  # largest C*H*W a decoder accepts (67 M values; 416 px j=1 is 0.69 M)
-KIND_FEATURES, KIND_DETECTIONS = 0, 1
+KIND_FEATURES, KIND_DETECTIONS, KIND_JPEG, KIND_WEBP = 0, 1, 2, 3
+KIND_IMAGES = (KIND_JPEG, KIND_WEBP)
 _DET_ROW = 6  # x1, y1, x2, y2, class, score
 
 
@@ -77,6 +80,24 @@ def _lzma_decompress(body: bytes, expected: int) -> bytes:
     out = _bounded(lambda n: d.decompress(body, max_length=n), expected, "lzma")
     if not d.eof or d.unused_data:
         raise PayloadError("lzma body is truncated or has trailing data")
+    return out
+
+
+def _at_most(codec: Codec, body: bytes, limit: int) -> bytes:
+    """Decompress a body whose size the header does not fix (a coded image), refusing more than ``limit`` bytes."""
+    if codec.name == "none":
+        if len(body) > limit:
+            raise PayloadError(f"body of {len(body)} bytes exceeds the limit {limit} for the declared shape")
+        return body
+    if codec.name == "zstd":
+        out = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=False).read(limit + 1)
+    else:
+        d = zlib.decompressobj() if codec.name == "zlib" else lzma.LZMADecompressor()
+        out = d.decompress(body, limit + 1) if codec.name == "zlib" else d.decompress(body, max_length=limit + 1)
+        if len(out) <= limit and (not d.eof or d.unused_data):
+            raise PayloadError(f"{codec.name} body is truncated or has trailing data")
+    if len(out) > limit:
+        raise PayloadError(f"{codec.name} body decompresses to more than the limit {limit} for the declared shape")
     return out
 
 
@@ -159,6 +180,7 @@ class Decoded:
     max: float
     codes: torch.Tensor | None = None
     detections: torch.Tensor | None = None
+    image: torch.Tensor | None = None  # (H, W, 3) uint8, for the image kinds
 
 
 def _frame(kind: int, codec: str, bits: int, shape: tuple[int, int, int], mu: float, mx: float,
@@ -199,6 +221,22 @@ def encode_detections(dets: torch.Tensor, codec: str = "zlib", level: int | None
     return _frame(KIND_DETECTIONS, used, 16, (len(d), _DET_ROW, 1), 0.0, 0.0, body)
 
 
+def encode_image(data: bytes, image_codec: str, shape: tuple[int, int], quality: int, codec: str = "none",
+                 level: int | None = None) -> bytes:
+    """Frame one coded image (the bytes :meth:`models.image_codec.ImageCodec.encode` returned).
+
+    Args:
+        data: the JPEG/WebP file. image_codec: its format (``jpeg``, ``webp``). shape: (H, W) of the image.
+        quality: the encoder quality (carried for the record; the decoder does not need it).
+        codec, level: a lossless codec over the file (it falls back to ``none`` where it would not shrink it).
+    """
+    from models.image_codec import get_image_codec
+
+    c = get_image_codec(image_codec)
+    body, used = compress_body(bytes(data), codec, level)
+    return _frame(c.kind, used, 8, (3, *shape), float(quality), 0.0, body)
+
+
 def decode(payload: bytes | bytearray | memoryview, max_values: int = MAX_VALUES) -> Decoded:
     """Parse, check and decompress a payload. Raises :class:`PayloadError` on anything wrong."""
     payload = bytes(payload)
@@ -212,30 +250,44 @@ def decode(payload: bytes | bytearray | memoryview, max_values: int = MAX_VALUES
     body = payload[HEADER_BYTES:]
     if zlib.crc32(body, zlib.crc32(payload[: HEADER_BYTES - 4])) != crc:
         raise PayloadError("CRC-32 mismatch: payload is corrupted or truncated")
-    if kind not in (KIND_FEATURES, KIND_DETECTIONS):
-        raise PayloadError(f"unknown payload kind {kind}, expected 0 (features) or 1 (detections)")
+    if kind not in (KIND_FEATURES, KIND_DETECTIONS, *KIND_IMAGES):
+        raise PayloadError(f"unknown payload kind {kind}, expected 0 (features), 1 (detections), 2 (JPEG) or 3 (WebP)")
     if codec_id not in _BY_ID:
         raise PayloadError(f"unknown codec id {codec_id}, expected one of {sorted(_BY_ID)}")
     codec = _BY_ID[codec_id]
     values = c * h * w
     if values > max_values:
         raise PayloadError(f"declared shape {c}x{h}x{w} = {values} values exceeds the limit {max_values}")
+    exact = True
     if kind == KIND_FEATURES:
         if not 1 <= bits <= 8:
             raise PayloadError(f"bits={bits} in header, expected 1..8")
         expected = packed_nbytes(values, bits)
+    elif kind in KIND_IMAGES:
+        if c != 3 or bits != 8:
+            raise PayloadError(f"image payload declares {c} channels of {bits} bits, expected 3 of 8")
+        # a coded image's file is never larger than a few times the raw pixels (a bound, not its size)
+        expected, exact = 2 * values + 4096, False
     else:
         if h != _DET_ROW or w != 1:
             raise PayloadError(f"detection payload declares rows of {h}x{w}, expected {_DET_ROW}x1")
         expected = values * 2
     try:
-        raw = codec.decompress(body, expected)
+        raw = codec.decompress(body, expected) if exact else _at_most(codec, body, expected)
     except PayloadError:
         raise
     except (zlib.error, lzma.LZMAError, zstandard.ZstdError, EOFError) as e:
         raise PayloadError(f"{codec.name} body does not decompress: {e}") from None
-    if len(raw) != expected:
+    if exact and len(raw) != expected:
         raise PayloadError(f"body holds {len(raw)} bytes, header declares {expected}")
+    if kind in KIND_IMAGES:
+        from models.image_codec import BY_KIND
+
+        try:
+            img = BY_KIND[kind].decode(raw, (h, w))
+        except ValueError as e:
+            raise PayloadError(str(e)) from None
+        return Decoded(kind, codec.name, bits, mu, mx, image=torch.from_numpy(img))
     if kind == KIND_FEATURES:
         codes = torch.from_numpy(unpack_codes(raw, bits, values)).view(c, h, w)
         return Decoded(kind, codec.name, bits, mu, mx, codes=codes)

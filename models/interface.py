@@ -89,16 +89,43 @@ class QuantInterface(nn.Module):
 
 
 class ImageInterface(QuantInterface):
-    """j = 0: the node sends the input image itself as 8-bit pixels (lossless for 8-bit sources)."""
+    """j = 0: the node sends the input image itself as 8-bit pixels (lossless for 8-bit sources), or coded with a
+    lossy image codec (:mod:`models.image_codec`: ``codec`` and ``quality``), in which case the edge sees the
+    decoded image - in training too, so a model fine-tuned here adapts to the codec's artefacts."""
 
-    def __init__(self, enabled: bool = True) -> None:
+    def __init__(self, enabled: bool = True, codec: str | None = None, quality: int = 0) -> None:
         super().__init__(bits=8, enabled=enabled)
+        if codec is not None:
+            from models.image_codec import get_image_codec
+
+            quality = get_image_codec(codec).check_quality(quality)
+        self.codec = codec
+        self.quality = int(quality) if codec is not None else 0
+
+    def extra_repr(self) -> str:
+        return f"codec={self.codec or 'raw'}, quality={self.quality}, enabled={self.enabled}"
 
     def quantize(self, f: torch.Tensor) -> torch.Tensor:
         return torch.round(f.float().clamp(0, 1) * 255).to(torch.uint8)
 
     def dequantize(self, codes: torch.Tensor) -> torch.Tensor:
         return codes.float() / 255
+
+    def transmit(self, codes: torch.Tensor) -> torch.Tensor:
+        """(N, 3, H, W) uint8 codes -> what the edge decodes (the same codes without a lossy codec)."""
+        if self.codec is None:
+            return codes
+        from models.image_codec import roundtrip
+
+        hwc = codes.detach().permute(0, 2, 3, 1).cpu().numpy()
+        out = torch.from_numpy(roundtrip(hwc, self.codec, self.quality)).permute(0, 3, 1, 2)
+        return out.to(codes.device)
+
+    def forward(self, f: torch.Tensor) -> torch.Tensor:
+        if not self.enabled:
+            return f
+        q = self.dequantize(self.transmit(self.quantize(f))).to(f.dtype)
+        return f + (q - f).detach()  # straight-through estimator
 
 
 @torch.no_grad()

@@ -341,6 +341,17 @@ class SplitModel(nn.Module):
         skip = set(self.cfg.head_convs) | set(self.table.refused)
         return sorted(int(i) for i, m in self.node.layers.items() if isinstance(m, DarknetConv) and int(i) not in skip)
 
+    @property
+    def coded_image(self) -> bool:
+        """The node sends the image through a lossy image codec (j = 0 with JPEG/WebP)."""
+        return isinstance(self.interface, ImageInterface) and self.interface.codec is not None
+
+    @property
+    def adapts(self) -> bool:
+        """Whether fine-tuning has something to adapt to: a quantized cut, or a lossy coded image (the edge model
+        adapts to decoded images under the same rules and budget as a split, so neither side is favoured)."""
+        return self.cut_point.is_split or self.coded_image
+
     def adapted_convs(self, n: int) -> list[int]:
         """Darknet indices of the edge convs that adapt to the cut when fine-tuning: the first ``n`` after it,
         and the conv after any route that reads the cut tensor directly (Tiny-YOLOv3's j=5: route 20 carries
@@ -394,7 +405,7 @@ class SplitModel(nn.Module):
 
 
 def split(model: Darknet, j: int, bits: int = 8, interface: bool = True, copy_model: bool = True,
-          recon: str | None = None) -> SplitModel:
+          recon: str | None = None, image_codec: str | None = None, quality: int = 0) -> SplitModel:
     """Split ``model`` at partition point j of its cut-point table.
 
     Args:
@@ -404,6 +415,8 @@ def split(model: Darknet, j: int, bits: int = 8, interface: bool = True, copy_mo
         recon: ``paper`` (Eq. 6, the default), ``midpoint`` or ``centroid`` (see :mod:`models.interface`).
         interface: build the interface enabled; with False the split model equals the unsplit one.
         copy_model: deep-copy the model first so pruning and fine-tuning never touch the baseline.
+        image_codec, quality: where the node sends the image (j = 0), a lossy codec of :mod:`models.image_codec`
+            and its quality (None: the 8-bit image).
 
     Returns:
         The split model; its interface still needs :meth:`SplitModel.calibrate` where a feature map is cut.
@@ -415,12 +428,14 @@ def split(model: Darknet, j: int, bits: int = 8, interface: bool = True, copy_mo
     if copy_model:
         src.requires_grad_(True)  # the split model is for pruning and fine-tuning (an EMA copy may be frozen)
     cut_point = table[j]
+    if image_codec is not None and not cut_point.sends_image:
+        raise ValueError(f"image_codec={image_codec!r} at j={j}: only the point that sends the image (j=0) codes it")
     cut = cut_point.layer
     layers = dict(enumerate(src.layers))
     node = NodePart({i: m for i, m in layers.items() if i <= cut}, cut_point)
     edge = EdgePart({i: m for i, m in layers.items() if i > cut}, cut_point, len(layers) - 1)
     if cut_point.sends_image:
-        iface: QuantInterface | None = ImageInterface(enabled=interface)
+        iface: QuantInterface | None = ImageInterface(enabled=interface, codec=image_codec, quality=quality)
     elif cut_point.sends_detections:
         iface = None
     else:

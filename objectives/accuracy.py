@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from models import YOLOHeadConfig, decode_heads, postprocess
-from models.codec import CODECS, encode_detections, encode_features, packed_nbytes
+from models.codec import CODECS, encode_detections, encode_features, encode_image, packed_nbytes
+from models.image_codec import get_image_codec
 from models.interface import QuantInterface
 from models.split import SplitModel
 from objectives.data.batches import Batches
@@ -70,7 +71,8 @@ class PayloadStats:
     """Payload sizes over a data set, from the real encoder (header included).
 
     Attributes:
-        raw_bytes: bytes before the codec (packed codes, 8-bit image or detection rows).
+        raw_bytes: bytes before the codec (packed codes, 8-bit image or detection rows; for a coded image the mean
+            size of the JPEG/WebP files, rounded up).
         mean_bytes, max_bytes: per codec.
         entropy_bytes: empirical entropy of the codes (order-0, over the whole set) x values / 8: a lower
             bound for any codec that codes values independently.
@@ -94,8 +96,18 @@ def payload_stats(split_model: SplitModel, data: ImageSet, codecs: tuple[str, ..
     hist = np.zeros(256, dtype=np.int64)
     raw = 0
     seen = 0
+    files: list[int] = []
     for imgs, _ in Batches(data, batch_size, device=device):
-        if split_model.cut_point.sends_detections:
+        if split_model.coded_image:  # the node's JPEG/WebP file, framed (and maybe compressed again)
+            iface = split_model.interface
+            ic = get_image_codec(iface.codec)
+            for q in iface.quantize(imgs).permute(0, 2, 3, 1).cpu().numpy():
+                data_ = ic.encode(q, iface.quality)
+                files.append(len(data_))
+                for c in codecs:
+                    sizes[c].append(len(encode_image(data_, ic.name, q.shape[:2], iface.quality, c)))
+            raw = int(np.ceil(np.mean(files)))
+        elif split_model.cut_point.sends_detections:
             if head is None:
                 raise ValueError("payload_stats at j=6 needs the head config to decode detections")
             dets = postprocess(decode_heads(split_model.node(imgs), head), conf_threshold, nms_iou)

@@ -23,6 +23,9 @@ class DesignPoint:
         layer_keep: (darknet conv, share kept) for the earlier node convs (step 2).
         criterion: pruning importance criterion.
         codec, radio: cost-only axes (profile names).
+        image_codec, quality: where the node sends the image (``table[j].sends_image``): ``raw`` (8-bit pixels) or
+            a lossy codec of :mod:`models.image_codec` at ``quality``. Unlike codec and radio these change what
+            the edge sees, so they are part of the accuracy key.
     """
 
     j: int
@@ -32,6 +35,13 @@ class DesignPoint:
     criterion: str = "l1"
     codec: str = "none"
     radio: str = "ble5"
+    image_codec: str = "raw"
+    quality: int = 0
+
+    @property
+    def coded_image(self) -> bool:
+        """A lossy image codec at the point that sends the image."""
+        return self.image_codec != "raw"
 
     @property
     def pruned(self) -> bool:
@@ -40,9 +50,11 @@ class DesignPoint:
     def accuracy_key(self, table: CutTable) -> str:
         """Identifies the trained model: radio and codec never change it, and keep ratios count by the channels
         they keep (out of ``table.conv_channels``), so two ratios that round to the same count are one model.
-        E.g. ``j=3;b=1;cut=8/64;L=[0:8/16,2:32/32];crit=l1``.
+        E.g. ``j=3;b=1;cut=8/64;L=[0:8/16,2:32/32];crit=l1``; a coded image ``j=0;img=jpeg;q=50``.
         """
         p = table[self.j]
+        if p.sends_image and self.coded_image:
+            return f"j={self.j};img={self.image_codec};q={self.quality}"
         if not p.is_split:
             return f"j={self.j}"
         channels = table.conv_channels

@@ -74,7 +74,7 @@ def finetune(
     if adapt is not None:
         stats0["bn_images"] = recalibrate_bn(split_model, data, adapt.bn_recalib_batches, cfg.batch_size, device,
                                              cfg.amp, cfg.seed)
-        near = set(split_model.adapted_convs(adapt.adapt_convs)) if split_model.cut_point.is_split else set()
+        near = set(split_model.adapted_convs(adapt.adapt_convs)) if split_model.adapts else set()
         node = [p for m in split_model.node.layers.values() for p in m.parameters()]
         fast: list[nn.Parameter] = []
         rest: list[nn.Parameter] = []

@@ -18,7 +18,15 @@ import torch
 from models import Darknet, YOLOLoss, cut_points, prune, split
 from models.split import SplitModel
 from objectives.accuracy import evaluate_map, ground_truth, payload_stats, predict, transmitted_map
-from objectives.costs import CodecProfile, CostBreakdown, EdgeProfile, NodeWork, ProcessorProfile, RadioProfile
+from objectives.costs import (
+    CodecProfile,
+    CostBreakdown,
+    EdgeProfile,
+    ImageCodecProfile,
+    NodeWork,
+    ProcessorProfile,
+    RadioProfile,
+)
 from objectives.costs import evaluate_costs as _evaluate_costs
 from objectives.costs.measure import time_edge_ms
 from objectives.data.batches import Batches
@@ -82,6 +90,8 @@ class AccuracyResult:
     finetune_seconds: float = 0.0
     finetune_steps: int = 0
     finetune_skipped: bool = False  # train.finetune_when=needed: it met the constraint before fine-tuning
+    image_codec: str = ""  # j=0 with a lossy image codec: its name and quality (the edge scores decoded images)
+    quality: int = 0
     seconds: float = 0.0
     edge_measured_ms: float | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
@@ -130,7 +140,8 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
 
     cfg, ev = baseline.cfg, s.eval
     head, table = cfg.head(), cut_points(cfg)
-    sm = split(baseline, point.j, bits=point.bits, recon=s.model.recon)
+    sm = split(baseline, point.j, bits=point.bits, recon=s.model.recon,
+               image_codec=point.image_codec if point.coded_image else None, quality=point.quality)
     calib = _images(train, ev.calib_images)
     sm.calibrate(calib, device, s.model.range_percentile)
     lap("calibrate")
@@ -150,7 +161,7 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
         kept = {str(k): [int(a), int(b)] for k, (a, b) in done.items()}
         sm.calibrate(calib, device, s.model.range_percentile)  # the cut feature changed: re-calibrate mu and max
         lap("prune")
-    tune = s.train.finetune_enabled and sm.cut_point.is_split
+    tune = s.train.finetune_enabled and sm.adapts
     skip = False
     before = float("nan")
     needed = tune and s.skips_finetune  # scored first, fine-tuned only below the requirement
@@ -196,6 +207,7 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
         payload_mean_bytes=ps.mean_bytes, payload_max_bytes=ps.max_bytes, entropy_bytes=ps.entropy_bytes,
         best_codec=ps.best_codec, weight_count=int(weights), peak_activation_values=peak,
         kept_channels=kept, finetune_seconds=ft_seconds, finetune_steps=ft_steps, finetune_skipped=skip,
+        image_codec=point.image_codec if point.coded_image else "", quality=point.quality if point.coded_image else 0,
         seconds=time.time() - t0,
         edge_measured_ms=edge_ms, phase_seconds=phases,
     )
@@ -207,12 +219,20 @@ def node_work(acc: AccuracyResult, codec: str) -> NodeWork:
         raise ValueError(f"codec={codec!r} was not measured for {acc.key}; measured: {sorted(acc.payload_mean_bytes)}")
     return NodeWork(j=acc.j, node_macs=acc.node_macs, edge_macs=acc.edge_macs, feature_values=acc.feature_values,
                     raw_bytes=acc.raw_bytes, payload_bytes=int(math.ceil(acc.payload_mean_bytes[codec])),
-                    weight_count=acc.weight_count, peak_activation_values=acc.peak_activation_values)
+                    weight_count=acc.weight_count, peak_activation_values=acc.peak_activation_values,
+                    image_pixels=acc.cut_shape[1] * acc.cut_shape[2] if acc.image_codec else 0)
 
 
 def evaluate_costs(acc: AccuracyResult, node: ProcessorProfile, edge: EdgeProfile, radio: RadioProfile,
-                   codec: CodecProfile) -> CostBreakdown:
-    return _evaluate_costs(node_work(acc, codec.codec), node, edge, radio, codec, acc.edge_measured_ms)
+                   codec: CodecProfile, images: dict[str, ImageCodecProfile] | None = None) -> CostBreakdown:
+    """The costs of a measured point; ``images``: image format -> the node's image-codec profile (a coded image)."""
+    image = None
+    if acc.image_codec:
+        if not images or acc.image_codec not in images:
+            raise ValueError(f"{acc.key}: node profile {node.name!r} names no image-codec profile for "
+                             f"{acc.image_codec!r} (platform.node.image_encoders)")
+        image = images[acc.image_codec]
+    return _evaluate_costs(node_work(acc, codec.codec), node, edge, radio, codec, acc.edge_measured_ms, image)
 
 
 def constraint_value(map50: float, baseline_map50: float, th: float) -> float:

@@ -202,6 +202,9 @@ class DesignTable:
         if point.j not in js:
             raise self._refuse(f"j={point.j} is not in the table (it has j in {js})")
         p = self.cut[point.j]
+        if point.coded_image:
+            raise self._refuse(f"j={point.j} with {point.image_codec} q={point.quality}: the table holds no coded "
+                               f"images (space.image_codecs=[raw])")
         if not p.is_split:
             return DesignPoint(point.j)
         bits = sorted({b for (j, b, _) in self._counts if j == point.j})

@@ -49,6 +49,15 @@ class Range:
 
 
 @dataclass(frozen=True)
+class QualityRange:
+    """The image codecs' quality: an integer from ``low`` to ``high`` in steps of ``step``."""
+
+    low: int
+    high: int
+    step: int
+
+
+@dataclass(frozen=True)
 class SpaceConfig:
     """The design space. Keep ratios: ``cut_keep`` for the conv that feeds the cut (step 1), ``layer_keep``
     for each earlier node conv (step 2; one ratio for all of them with ``shared_layer_keep``); both are only
@@ -64,9 +73,28 @@ class SpaceConfig:
     criteria: List[str]  # noqa: UP006
     codecs: List[str]  # noqa: UP006
     radios: List[str]  # noqa: UP006
+    image_codecs: List[str]  # noqa: UP006
+    image_quality: QualityRange
+    image_anchors: List[int]  # noqa: UP006
 
     def __post_init__(self) -> None:
+        from models.image_codec import IMAGE_CODECS, RAW
+
         _subset("space.bits", self.bits, list(range(1, 9)))
+        _subset("space.image_codecs", self.image_codecs, [RAW, *IMAGE_CODECS])
+        q = self.image_quality
+        for name, c in IMAGE_CODECS.items():
+            lo, hi = c.quality_range
+            if name in self.image_codecs and not (lo <= q.low <= q.high <= hi):
+                raise ConfigError(f"space.image_quality: low={q.low}, high={q.high} must satisfy "
+                                  f"{lo} <= low <= high <= {hi} ({name}'s qualities)")
+        if q.step < 1 or (q.high - q.low) % q.step:
+            raise ConfigError(f"space.image_quality.step={q.step} must be >= 1 and divide high - low = "
+                              f"{q.high - q.low}")
+        bad = [a for a in self.image_anchors if a not in range(q.low, q.high + 1, q.step)]
+        if bad:
+            raise ConfigError(f"space.image_anchors: {bad[0]!r} is not a quality of space.image_quality "
+                              f"({q.low}..{q.high} step {q.step})")
         for name in ("cut_keep", "layer_keep"):
             r = getattr(self, name)
             if not (0 < r.low <= r.high <= 1):
@@ -299,6 +327,16 @@ def load_run_config(cfg: DictConfig | dict[str, Any], conf_dir: Path = CONF_DIR)
                                  if isinstance(plat.get(kind), dict) else load_profile(kind, str(plat.get(kind)),
                                                                                       conf_dir)
                                  for kind in ("node", "edge")})
+    encoders = platform.node.image_encoders or {}
+    for fmt in (c for c in space.image_codecs if c != "raw"):
+        if fmt not in encoders:
+            raise ConfigError(f"space.image_codecs has {fmt!r} but platform.node.image_encoders ({platform.node.name}) "
+                              f"names no profile for it: add platform.node.image_encoders.{fmt}=<one of "
+                              f"{available('image_codec', conf_dir)}> or drop it from space.image_codecs")
+    for fmt, name in encoders.items():
+        prof = load_profile("image_codec", str(name), conf_dir)
+        if prof.codec != fmt:
+            raise ConfigError(f"platform.node.image_encoders.{fmt}={name!r}: that profile codes {prof.codec!r}")
     scalars = {k: _build(tp, d[k], k) for k, tp in _SCALARS.items()}
     parts["space"] = _model_partitions(parts["model"], parts["data"], space)
     return RunConfig(platform=platform, **parts, **scalars)

@@ -23,6 +23,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
+from search import versus
 from search.finalize import judged, pareto_front, resolve_fidelity, with_finals
 from search.record import StudyRecord, TrialRecord
 
@@ -193,14 +194,20 @@ def summary_lines(study: optuna.Study | StudyView, param_columns: tuple[str, ...
              + (f"; model {rec.model}" if rec.model else "")]
     if pareto.empty:
         return lines
-    lines.append(f"{'j':>2} {'bits':>4} {'keep_cut':>8} {'radio':>7} {'codec':>5} {'mAP50':>6} {'payload B':>9} "
-                 f"{'energy mJ':>10} {'latency ms':>11}" + (" fidelity" if v.finals else ""))
+    lines.append(f"{'j':>2} {'bits':>4} {'keep_cut':>8} {'image':>8} {'radio':>7} {'codec':>5} {'mAP50':>6} "
+                 f"{'payload B':>9} {'energy mJ':>10} {'latency ms':>11}" + (" fidelity" if v.finals else ""))
     for _, r in pareto.head(limit).iterrows():
         bits = "-" if pd.isna(r["bits"]) else int(r["bits"])
         keep = "-" if pd.isna(r["keep_cut"]) else f"{r['keep_cut']:.3f}"
-        lines.append(f"{int(r['j']):>2} {bits:>4} {keep:>8} {r['radio']:>7} {r['codec']:>5} {r['mAP50']:>6.3f} "
-                     f"{int(r['payload_bytes']):>9} {r['node_energy_mJ']:>10.3f} {r['latency_ms']:>11.2f}"
-                     + (f" {r['fidelity']}" if v.finals else ""))
+        img = f"{r['image_codec']} {int(r['image_quality'])}" if isinstance(r.get("image_codec"), str) and \
+            r["image_codec"] else "raw" if int(r["j"]) == 0 else "-"
+        lines.append(f"{int(r['j']):>2} {bits:>4} {keep:>8} {img:>8} {r['radio']:>7} {r['codec']:>5} "
+                     f"{r['mAP50']:>6.3f} {int(r['payload_bytes']):>9} {r['node_energy_mJ']:>10.3f} "
+                     f"{r['latency_ms']:>11.2f}" + (f" {r['fidelity']}" if v.finals else ""))
+    all_rows, _ = study_frames(v, param_columns)
+    done = all_rows[all_rows["state"] == "COMPLETE"] if len(all_rows) else all_rows
+    if len(done):
+        lines += versus.summary(done, done["feasible"] == True, rec.node_j if rec.node_j is not None else 6)  # noqa: E712
     return lines
 
 

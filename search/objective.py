@@ -9,6 +9,7 @@ result (:func:`score`).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import time
 from collections.abc import Callable
@@ -20,7 +21,14 @@ from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
 from models.split import CutTable
-from objectives.costs import CodecProfile, CostBreakdown, EdgeProfile, ProcessorProfile, RadioProfile
+from objectives.costs import (
+    CodecProfile,
+    CostBreakdown,
+    EdgeProfile,
+    ImageCodecProfile,
+    ProcessorProfile,
+    RadioProfile,
+)
 from objectives.design import DesignPoint, PointFailed
 from objectives.fit import TrainingDiverged
 from objectives.objective import AccuracyResult, constraint_value, evaluate_costs, node_work
@@ -52,6 +60,7 @@ class Pricing:
     codecs: dict[str, CodecProfile]
     th: float
     baseline_map50: float
+    images: dict[str, ImageCodecProfile] = dataclasses.field(default_factory=dict)  # format -> the node's encoder
 
 
 @dataclass(frozen=True)
@@ -75,7 +84,7 @@ def score(acc: AccuracyResult, radio: str, codec: str, p: Pricing, **record_fiel
     """The cost of a measured model on one radio and codec, its constraints and its record - the same for a
     primary trial and its siblings."""
     prof = p.codecs[codec]
-    cost = evaluate_costs(acc, p.node, p.edge, p.radios[radio], prof)
+    cost = evaluate_costs(acc, p.node, p.edge, p.radios[radio], prof, p.images)
     c_map = constraint_value(acc.map50, p.baseline_map50, p.th)
     constraints = {"map50_drop": c_map, "platform": 0.0 if cost.feasible else 1.0}
     d = cost.as_dict()

@@ -17,7 +17,7 @@ from typing import Any, List, Union, get_args, get_origin, get_type_hints  # noq
 
 from omegaconf import OmegaConf
 
-from objectives.costs import CodecProfile, EdgeProfile, ProcessorProfile, RadioProfile
+from objectives.costs import CodecProfile, EdgeProfile, ImageCodecProfile, ProcessorProfile, RadioProfile
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
@@ -38,6 +38,7 @@ KINDS: dict[str, _Kind] = {
     "node": _Kind(ProcessorProfile, "platform/node", "platform.node"),
     "edge": _Kind(EdgeProfile, "platform/edge", "platform.edge"),
     "codec": _Kind(CodecProfile, "codec", "codec"),
+    "image_codec": _Kind(ImageCodecProfile, "image_codec", "platform.node.image_encoders"),
 }
 
 

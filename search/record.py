@@ -151,6 +151,8 @@ class TrialRecord:
                 r[f"{group}.{k}"] = v
         acc = self.accuracy
         r["cut_shape"] = "x".join(map(str, acc.cut_shape)) if acc and acc.cut_shape else None
+        r["image_codec"] = acc.image_codec if acc else None  # j=0: '' for the raw image, else jpeg / webp
+        r["image_quality"] = acc.quality if acc and acc.image_codec else None
         r["entropy_bytes"] = acc.entropy_bytes if acc else None
         r["finetune_seconds"] = acc.finetune_seconds if acc else None
         r["finetune_steps"] = acc.finetune_steps if acc else None

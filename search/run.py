@@ -52,7 +52,7 @@ from search.objective import Objective, Pricing, Shared, score
 from search.profiles import ConfigError, load_profile
 from search.record import StudyRecord, TrialRecord, anchor_keys, count_primaries, front_keys
 from search.report import write_report
-from search.space import baseline_points, param_columns, params_of, suggest
+from search.space import baseline_points, param_columns, params_of, point_of
 from search.storage import make_storage
 from search.workers import WORKER_ENV, AttrHeartbeat, Claims, launch
 
@@ -98,7 +98,7 @@ def running_keys(rc: RunConfig, study: optuna.Study) -> tuple[set[str], bool]:
     keys, unsure = set(), False
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         try:
-            keys.add(suggest(optuna.trial.FixedTrial(t.params), rc.space, table).accuracy_key(table))
+            keys.add(point_of(t.params, rc.space, table).accuracy_key(table))
         except (ValueError, KeyError):
             unsure = True
     return keys, unsure
@@ -132,7 +132,8 @@ def deploy(rc: RunConfig, study: optuna.Study, export_dir: Path, storage) -> Pat
     base, model_name = baseline_model(rc, train, data_key, studies / "cache", resolve_device("cpu"))
     blob = store.load(rec.accuracy.key)
     bits = int(trial.params.get("bits", 8))
-    sm = rebuild(base.model, blob, bits, rc.model.recon)
+    acc = rec.accuracy
+    sm = rebuild(base.model, blob, bits, rc.model.recon, acc.image_codec or None, acc.quality)
     codec = load_profile("codec", rec.codec)
     info = {"study": rc.study.name, "trial": trial.number, "key": rec.accuracy.key, "model": model_name,
             "fidelity": "final" if final else "search", "final_trial": rec.final_trial,
@@ -142,6 +143,8 @@ def deploy(rc: RunConfig, study: optuna.Study, export_dir: Path, storage) -> Pat
             "payload_images": rc.eval.payload_images,
             "codec": {"name": rec.codec, "algorithm": codec.codec}, "radio": rec.radio,
             "platform": {"node": rc.platform.node.name, "edge": rc.platform.edge.name},
+            "image_encoder": dataclasses.asdict(image_encoders(rc.platform.node)[acc.image_codec])
+            if acc.image_codec else None,
             "node_energy_mJ": trial.values[0], "latency_ms": trial.values[1],
             "class_names": list(train.class_names), "data": dataclasses.asdict(rc.data),
             "eval": {"conf_threshold": rc.eval.conf_threshold, "nms_iou": rc.eval.nms_iou,
@@ -155,6 +158,11 @@ def deploy(rc: RunConfig, study: optuna.Study, export_dir: Path, storage) -> Pat
     print(f"deploy: trial {trial.number} ({rec.accuracy.key}, {rec.radio}/{rec.codec}, mAP@0.5 {rec.mAP50:.4f} "
           f"{'final' if final else 'search-time'}, {rec.payload_bytes} B) -> {out}/", flush=True)
     return out
+
+
+def unchanged(acc) -> bool:
+    """The measured model is the baseline itself: nothing cut (j=0, the all-in-node point), nothing fine-tuned."""
+    return acc.feature_values == 0 and acc.finetune_steps == 0 and not acc.kept_channels
 
 
 def final_training(train: TrainSettings) -> TrainSettings:
@@ -174,7 +182,12 @@ def measuring(rc: RunConfig, base_map: float, train: TrainSettings, radios: set[
                             required_map50=base_map - rc.study.th)
     radio_names = [*rc.space.radios, *sorted(set(radios) - set(rc.space.radios))]
     return settings, Pricing(rc.platform.node, rc.platform.edge, {n: load_profile("radio", n) for n in radio_names},
-                             profiles, rc.study.th, base_map)
+                             profiles, rc.study.th, base_map, image_encoders(rc.platform.node))
+
+
+def image_encoders(node) -> dict:
+    """Image format -> the image-codec profile the node encodes it with (``platform.node.image_encoders``)."""
+    return {fmt: load_profile("image_codec", name) for fmt, name in (node.image_encoders or {}).items()}
 
 
 def finalize_run(rc: RunConfig, study: optuna.Study, storage, export_dir: Path, device) -> list[Finalized]:
@@ -202,7 +215,7 @@ def finalize_run(rc: RunConfig, study: optuna.Study, storage, export_dir: Path, 
     store = WeightStore(export_dir / "final-models")
 
     def train_one(t: optuna.trial.FrozenTrial):
-        point = suggest(optuna.trial.FixedTrial(t.params), rc.space, table)
+        point = point_of(t.params, rc.space, table)
         trained: dict = {}
         acc = evaluate_accuracy(point, base.model, train, val, settings, device, trained)
         store.save(acc.key, trained["model"], trained["kept"])
@@ -398,7 +411,7 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
     def evaluate(point):  # measure the point and keep its trained weights (studies/<study>/models/)
         trained: dict = {}
         acc = evaluate_accuracy(point, base.model, train, val, settings, device, trained)
-        store.save(acc.key, trained["model"], trained["kept"])
+        store.save(acc.key, trained["model"], trained["kept"], as_baseline=unchanged(acc))
         # a point that is dominated or infeasible now stays so: only the front, the anchors and running trials' points
         # (this one among them) can ever be deployed, so the folder holds those alone as the study runs
         # (with other workers, files of the last grace period stay: a just-completed trial's siblings, which may be

@@ -6,28 +6,42 @@ from typing import Any
 
 import optuna
 
+from models.image_codec import IMAGE_CODECS, RAW
 from models.split import CutTable
 from objectives.design import DesignPoint
 from search.config import SpaceConfig
 
 SHARED_KEEP = "keep_L"  # the one step-2 parameter of space.shared_layer_keep=true
+IMAGE_CODEC = "image_codec"  # at the point that sends the image: raw or a lossy codec
+
+
+def quality_param(codec: str) -> str:
+    """The quality parameter of one lossy image codec (one per codec: their scales differ, e.g. ``jpeg_quality``)."""
+    return f"{codec}_quality"
 
 
 def param_columns(table: CutTable, shared_layer_keep: bool = False) -> tuple[str, ...]:
     """Every parameter name :func:`suggest` can produce for ``table``'s model, in export column order (codec and
     radio are columns of their own)."""
     step2 = (SHARED_KEEP,) if shared_layer_keep else tuple(f"keep_L{c}" for c in table.earlier_convs)
-    return ("j", "bits", "keep_cut", *step2, "criterion")
+    return ("j", "bits", "keep_cut", *step2, "criterion", IMAGE_CODEC, *map(quality_param, IMAGE_CODECS))
 
 
 def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig, table: CutTable) -> DesignPoint:
     """Sample a design point. Parameters that only exist for some j are only suggested there (conditional
     space): ``bits`` and ``keep_L<conv>`` where a feature map is cut (``table[j].is_split``), ``keep_cut`` where
     one conv makes the cut tensor (``table[j].conv``; a concatenation is pruned through its sources' keep_L).
-    With ``space.shared_layer_keep`` one parameter ``keep_L`` is the step-2 ratio of every earlier conv."""
+    With ``space.shared_layer_keep`` one parameter ``keep_L`` is the step-2 ratio of every earlier conv. Where the
+    node sends the image, ``image_codec`` (``space.image_codecs``) and, for a lossy one, its ``<codec>_quality``."""
     j = int(trial.suggest_categorical("j", space.partitions))
     bits, cut_keep, layer_keep = 8, 1.0, ()
     criterion = space.criteria[0]
+    image_codec, quality = RAW, 0
+    if table[j].sends_image:
+        image_codec = str(trial.suggest_categorical(IMAGE_CODEC, space.image_codecs))
+        if image_codec != RAW:
+            q = space.image_quality
+            quality = int(trial.suggest_int(quality_param(image_codec), q.low, q.high, step=q.step))
     if table[j].is_split:
         bits = int(trial.suggest_categorical("bits", space.bits))
         if table[j].conv is not None:
@@ -46,12 +60,24 @@ def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig, table: CutTable) 
             criterion = str(trial.suggest_categorical("criterion", space.criteria))
     codec = str(trial.suggest_categorical("codec", space.codecs))
     radio = str(trial.suggest_categorical("radio", space.radios))
-    return DesignPoint(j, bits, cut_keep, layer_keep, criterion, codec, radio)
+    return DesignPoint(j, bits, cut_keep, layer_keep, criterion, codec, radio, image_codec, quality)
+
+
+def point_of(params: dict[str, Any], space: SpaceConfig, table: CutTable) -> DesignPoint:
+    """The design point of a stored trial's parameters (a trial from before ``image_codec`` existed sent the raw
+    image at j=0)."""
+    if table[int(params["j"])].sends_image and IMAGE_CODEC not in params:
+        params = {**params, IMAGE_CODEC: RAW}
+    return suggest(optuna.trial.FixedTrial(params), space, table)
 
 
 def params_of(point: DesignPoint, space: SpaceConfig, table: CutTable) -> dict[str, Any]:
     """The trial parameters that :func:`suggest` would produce for ``point`` (to enqueue or add trials)."""
     p: dict[str, Any] = {"j": point.j}
+    if table[point.j].sends_image:
+        p[IMAGE_CODEC] = point.image_codec
+        if point.coded_image:
+            p[quality_param(point.image_codec)] = point.quality
     if table[point.j].is_split:
         p["bits"] = point.bits
         if table[point.j].conv is not None:
@@ -89,6 +115,11 @@ def distributions_of(params: dict[str, Any], space: SpaceConfig,
             d[k] = optuna.distributions.CategoricalDistribution(space.criteria)
         elif k == "codec":
             d[k] = optuna.distributions.CategoricalDistribution(space.codecs)
+        elif k == IMAGE_CODEC:
+            d[k] = optuna.distributions.CategoricalDistribution(space.image_codecs)
+        elif k in {quality_param(c) for c in IMAGE_CODECS}:
+            q = space.image_quality
+            d[k] = optuna.distributions.IntDistribution(q.low, q.high, step=q.step)
         elif k == "radio":
             d[k] = optuna.distributions.CategoricalDistribution(space.radios)
         else:
@@ -99,7 +130,8 @@ def distributions_of(params: dict[str, Any], space: SpaceConfig,
 def baseline_points(space: SpaceConfig, table: CutTable, bits: int | None = None) -> list[DesignPoint]:
     """j=0, j=6 and every unpruned split point at ``bits`` (default: the space's largest bit width, which
     is the most likely to meet the mAP constraint and so gives the sampler feasible anchors in the split
-    region), each with the first codec and radio."""
+    region), each with the first codec and radio; at j=0 the raw image (if searched) and each lossy image codec
+    at every quality of ``space.image_anchors``."""
     b = max(space.bits) if bits is None else bits
     codec, radio = space.codecs[0], space.radios[0]
     pts = []
@@ -109,6 +141,9 @@ def baseline_points(space: SpaceConfig, table: CutTable, bits: int | None = None
                 continue  # an unpruned point is outside this space
             keeps = tuple((c, 1.0) for c in table[j].earlier_convs) if space.prune_earlier else ()
             pts.append(DesignPoint(j, b, 1.0, keeps, space.criteria[0], codec, radio))
+        elif table[j].sends_image:
+            pts += [DesignPoint(j, 8, 1.0, (), space.criteria[0], codec, radio, c, 0 if c == RAW else q)
+                    for c in space.image_codecs for q in ([0] if c == RAW else space.image_anchors)]
         else:
             pts.append(DesignPoint(j, 8, 1.0, (), space.criteria[0], codec, radio))
     return pts

@@ -1,6 +1,7 @@
 """Node energy and latency cost models: pure functions of plain numbers, units in the names."""
 
 from objectives.costs.codec import CodecProfile
+from objectives.costs.image import ImageCodecProfile
 from objectives.costs.platform import (
     EdgeProfile,
     Feasibility,
@@ -14,7 +15,8 @@ from objectives.costs.radio import LayerSpec, LoRaPHY, RadioProfile, TxCost, fra
 from objectives.costs.total import CostBreakdown, NodeWork, Table1, evaluate_costs, table1_ratios
 
 __all__ = [
-    "CodecProfile", "CostBreakdown", "EdgeProfile", "Feasibility", "LayerSpec", "LoRaPHY", "NodeWork",
+    "CodecProfile", "CostBreakdown", "EdgeProfile", "Feasibility", "ImageCodecProfile", "LayerSpec", "LoRaPHY",
+    "NodeWork",
     "ProcessorProfile", "RadioProfile", "Table1", "TxCost", "compute_energy_mj",
     "compute_latency_ms", "edge_latency_ms", "evaluate_costs", "frame_sizes", "memory_feasibility",
     "table1_ratios", "transfer_cost",

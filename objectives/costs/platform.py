@@ -25,6 +25,7 @@ class ProcessorProfile:
         flash_bytes, ram_bytes: memory for weights and for activations (0 = unlimited).
         bytes_per_weight, bytes_per_activation: storage width of the deployed model (int8 = 1).
         quant_cycles_per_value: cycles to quantize (Eq. 5) and pack one feature value.
+        image_encoders: image format -> the image-codec profile (``conf/image_codec/``) this node encodes it with.
     """
 
     name: str
@@ -39,6 +40,7 @@ class ProcessorProfile:
     bytes_per_activation: float = 1.0
     quant_cycles_per_value: float = 4.0
     source: str = ""
+    image_encoders: dict[str, str] | None = None
 
     def __post_init__(self) -> None:
         check_numbers(self, ("nj_per_mac", "macs_per_s", "nj_per_cycle", "clock_hz", "bytes_per_weight",

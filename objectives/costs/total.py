@@ -13,6 +13,7 @@ from objectives.costs.codec import (
     quantize_energy_mj,
     quantize_latency_ms,
 )
+from objectives.costs.image import ImageCodecProfile, decode_latency_ms, encode_energy_mj, encode_latency_ms
 from objectives.costs.platform import (
     EdgeProfile,
     ProcessorProfile,
@@ -35,6 +36,7 @@ class NodeWork:
         raw_bytes: bytes before the codec (packed codes, the 8-bit image, or the detection rows).
         payload_bytes: bytes sent, after the codec, header included.
         weight_count: parameters on the node; peak_activation_values: largest layer input + output.
+        image_pixels: pixels the node codes with a lossy image codec (0: none; j=0 with JPEG/WebP).
     """
 
     j: int
@@ -45,6 +47,7 @@ class NodeWork:
     payload_bytes: int
     weight_count: int = 0
     peak_activation_values: int = 0
+    image_pixels: int = 0
 
 
 @dataclass(frozen=True)
@@ -66,17 +69,21 @@ class CostBreakdown:
     edge_ms: float
     feasible: bool = True
     reason: str = ""
+    image_codec: str = ""  # the image-codec profile that priced a coded image (j=0), else empty
+    encode_mj: float = 0.0  # coding the image on the node
+    encode_ms: float = 0.0
+    image_decode_ms: float = 0.0  # decoding it on the edge
 
     @property
     def node_energy_mj(self) -> float:
-        """Eq. 1 extended: sum_{i<=j} E_P + E_quant + E_codec + E_C."""
-        return self.compute_mj + self.quantize_mj + self.compress_mj + self.radio_mj
+        """Eq. 1 extended: sum_{i<=j} E_P + E_quant + E_image-encode + E_codec + E_C."""
+        return self.compute_mj + self.quantize_mj + self.encode_mj + self.compress_mj + self.radio_mj
 
     @property
     def latency_ms(self) -> float:
-        """Node compute + quantize + compress + transfer + decompress + edge compute."""
-        return (self.compute_ms + self.quantize_ms + self.compress_ms + self.radio_ms + self.decompress_ms
-                + self.edge_ms)
+        """Node compute + quantize + image encode + compress + transfer + decompress + image decode + edge compute."""
+        return (self.compute_ms + self.quantize_ms + self.encode_ms + self.compress_ms + self.radio_ms
+                + self.decompress_ms + self.image_decode_ms + self.edge_ms)
 
     def as_dict(self) -> dict[str, float | str | bool]:
         d = asdict(self)
@@ -92,15 +99,22 @@ def evaluate_costs(
     radio: RadioProfile,
     codec: CodecProfile,
     edge_measured_ms: float | None = None,
+    image: ImageCodecProfile | None = None,
 ) -> CostBreakdown:
-    """Energy and latency of ``work`` on a node/edge/radio/codec combination.
+    """Energy and latency of ``work`` on a node/edge/radio/codec combination; ``image`` prices the image codec
+    of a coded image (``work.image_pixels > 0``).
 
     An infeasible point (node memory, radio duty cycle) is returned with ``feasible=False`` and the reason;
     its numbers are still filled in so a user can see how far off it is.
     """
+    if work.image_pixels and image is None:
+        raise ValueError("a coded image needs its image-codec profile (image=...)")
+    px = work.image_pixels if image is not None else 0
     tx = transfer_cost(work.payload_bytes, radio)
+    # a coded image: the encoder's working memory and its output buffer beside the image
+    image_ram = image.node_ram_bytes + work.payload_bytes if px else 0.0
     mem = memory_feasibility(work.weight_count, work.peak_activation_values, node,
-                             codec.node_ram_bytes if work.raw_bytes else 0.0)
+                             (codec.node_ram_bytes if work.raw_bytes else 0.0) + image_ram)
     reasons = [r for ok, r in ((mem.ok, mem.reason), (tx.feasible, tx.reason)) if not ok]
     return CostBreakdown(
         radio=radio.name, codec=codec.name, platform=node.name,
@@ -115,6 +129,10 @@ def evaluate_costs(
         decompress_ms=decompress_latency_ms(work.raw_bytes, codec, edge),
         edge_ms=edge_latency_ms(work.edge_macs, edge, edge_measured_ms),
         feasible=not reasons, reason="; ".join(reasons),
+        image_codec=image.name if px else "",
+        encode_mj=encode_energy_mj(px, image, node) if px else 0.0,
+        encode_ms=encode_latency_ms(px, image, node) if px else 0.0,
+        image_decode_ms=decode_latency_ms(px, image, edge) if px else 0.0,
     )
 
 

@@ -34,9 +34,13 @@ class DeployError(ValueError):
     """A trial that cannot be deployed; one line naming it and why."""
 
 
-def rebuild(baseline: nn.Module, blob: dict, bits: int, recon: str) -> SplitModel:
-    """The trained split model of a kept weights file (see :mod:`search.deploy.store`)."""
-    sm = split(baseline, int(blob["j"]), bits=bits, recon=recon)
+def rebuild(baseline: nn.Module, blob: dict, bits: int, recon: str, image_codec: str | None = None,
+            quality: int = 0) -> SplitModel:
+    """The trained split model of a kept weights file (see :mod:`search.deploy.store`); ``image_codec`` and
+    ``quality``: a coded image's (j=0)."""
+    sm = split(baseline, int(blob["j"]), bits=bits, recon=recon, image_codec=image_codec, quality=quality)
+    if blob.get("baseline"):  # kept as the baseline's own weights (WeightStore.save's stub)
+        return sm.eval()
     return load_pruned(sm, blob["state_dict"]).eval()
 
 
@@ -139,6 +143,7 @@ def write_bundle(out: Path, sm: SplitModel, blob: dict, info: dict[str, Any], im
         "cut_shape": [c, h, w],
         "kept_channels": cut_channel_indices(sm, blob.get("kept", {})) if p.is_split else None,
         "input_size": sm.cfg.input_size,
+        "image_codec": image_codec_spec(sm) if sm.coded_image else None,
         "head": {**{k: v for k, v in asdict(head).items() if k in ("num_classes", "anchors", "masks", "strides",
                                                                      "scale_xy", "box")}},
         "files": files,
@@ -151,12 +156,53 @@ def write_bundle(out: Path, sm: SplitModel, blob: dict, info: dict[str, Any], im
     return out
 
 
+def image_codec_spec(sm: SplitModel) -> dict[str, Any]:
+    """What a node needs to produce the coded image: format, quality, encoder settings and the libraries."""
+    from models.image_codec import get_image_codec, library_versions
+
+    iface = sm.interface
+    c = get_image_codec(iface.codec)
+    return {"format": c.name, "quality": iface.quality, "options": dict(c.options), "chroma_subsampling": "4:2:0",
+            "frame_kind": c.kind, "libraries": library_versions()}
+
+
+def _image_readme(spec: dict) -> str:
+    ic = spec["image_codec"]
+    if ic is None:
+        return ""
+    enc = spec.get("image_encoder") or {}
+    hw = {"accelerator": "a hardware codec (the STM32H7 JPEG peripheral: `HAL_JPEG_Encode` with "
+                         f"`ImageQuality = {ic['quality']}`, `ChromaSubsampling = JPEG_420_SUBSAMPLING`, "
+                         "`ColorSpace = JPEG_YCBCR_COLORSPACE`; the CPU builds the YCbCr MCU blocks)",
+          "camera": f"the camera sensor itself (set its JPEG quality to the setting whose file size is nearest "
+                    f"{spec['payload_bytes']} B at this resolution)",
+          "cpu": "a software encoder on the node's CPU"}.get(enc.get("runs_on", "cpu"), "a software encoder")
+    opts = ", ".join(f"{k}={v}" for k, v in ic["options"].items()) or "none"
+    return f"""
+## The coded image (j = 0, {ic['format'].upper()} quality {ic['quality']})
+
+The node sends the camera image as a {ic['format'].upper()} file, framed by the 24-byte header above with kind
+{ic['frame_kind']} ({'2 = JPEG' if ic['format'] == 'jpeg' else '3 = WebP'}), C, H, W = 3, {spec['cut_shape'][1]},
+{spec['cut_shape'][2]}, bits 8, mu = the quality, max 0; the body is the file as the encoder wrote it (the codec
+field says whether a lossless codec was applied on top; it is `none` where that would not shrink it).
+
+The search measured it with Pillow {ic['libraries']['Pillow']} (libjpeg-turbo {ic['libraries']['libjpeg']},
+libwebp {ic['libraries']['libwebp']}): quality {ic['quality']}, chroma subsampling {ic['chroma_subsampling']},
+other settings the library defaults (JPEG: baseline, standard Huffman tables, IJG quality scaling of the Annex K
+tables; WebP: lossy, {opts}). Priced on the node as {enc.get('name', '?')}: {hw}. Any encoder with the same
+settings gives an image the edge model scores alike, but not necessarily the same bytes (Huffman tables, markers):
+check with the reference node (`python -m search.deploy.node`), which encodes exactly as the search did.
+"""
+
+
 def node_readme(spec: dict) -> str:
     c, h, w = spec["cut_shape"]
     kind = spec["kind"]
     codec = spec["codec"]
     level = get_codec(codec["algorithm"]).default_level
-    what = {"image": "the 8-bit RGB input image itself (no node.onnx)",
+    frame_kind = (spec.get("image_codec") or {}).get("frame_kind", 0 if kind != "detections" else 1)
+    what = {"image": "the 8-bit RGB input image itself (no node.onnx)" if not spec.get("image_codec") else
+            f"the RGB input image as a {spec['image_codec']['format'].upper()} file (no node.onnx)",
             "features": f"the output of node.onnx: a {c}x{h}x{w} float feature map, quantized to {spec['bits']} bits",
             "detections": "the detections decoded from node.onnx's raw heads (anchors, masks and strides in "
                           "interface.json's head), as u16 rows"}[kind]
@@ -175,7 +221,7 @@ The node sends {what}.
 |---|---|---|---|
 | 0 | magic | 2 bytes | `SP` |
 | 2 | version | u8 | {spec['payload_format_version']} |
-| 3 | kind | u8 | {0 if kind != 'detections' else 1} (0 = feature map / image, 1 = detections) |
+| 3 | kind | u8 | {frame_kind} (0 = feature map / raw image, 1 = detections, 2 = JPEG, 3 = WebP) |
 | 4 | codec | u8 | 0 none, 1 zlib, 2 zstd, 3 lzma (`{codec['algorithm']}` here; sent as none where it would grow) |
 | 5 | bits | u8 | {spec['bits']} |
 | 6 | C, H, W | 3 x u16 | {c}, {h}, {w} (detections: N rows, 6, 1) |
@@ -199,4 +245,4 @@ Detections rows (kind 1): x1, y1, x2, y2 in input pixels, class, round(score x 6
 The kept channels (`kept_channels` in interface.json) are the indices of the unpruned layer's channels that the
 pruned node still computes, in the order they are sent. The edge maps each code through
 `reconstruction_table` ({spec['recon']}).
-"""
+""" + _image_readme(spec)

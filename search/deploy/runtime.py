@@ -14,7 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from models.codec import FORMAT_VERSION, KIND_DETECTIONS, decode, encode_detections, encode_features
+from models.codec import (
+    FORMAT_VERSION,
+    KIND_DETECTIONS,
+    KIND_IMAGES,
+    decode,
+    encode_detections,
+    encode_features,
+    encode_image,
+)
+from models.image_codec import get_image_codec
 from models.interface import ImageInterface, QuantInterface
 from models.yolo import YOLOHeadConfig, postprocess
 from models.yolo import decode as decode_heads
@@ -59,6 +68,9 @@ class Bundle:
         self.mu, self.max = float(self.spec["mu"]), float(self.spec["max"])
         # the node's Eq. 5: the search's own interface, at the bundle's bits, mu and max
         self.interface: QuantInterface | None = None
+        ic = self.spec.get("image_codec")
+        self.image_codec = get_image_codec(ic["format"]) if ic else None  # a coded image (JPEG / WebP)
+        self.quality = int(ic["quality"]) if ic else 0
         if self.kind == "image":
             self.interface = ImageInterface()
         elif self.kind == "features":
@@ -78,6 +90,10 @@ class Bundle:
         x = image[None].astype(np.float32)
         if self.kind == "image":
             codes = self.interface.quantize(torch.from_numpy(x[0]))
+            if self.image_codec is not None:  # the node's JPEG / WebP, with the search's library and settings
+                hwc = codes.permute(1, 2, 0).numpy()
+                data = self.image_codec.encode(hwc, self.quality)
+                return encode_image(data, self.image_codec.name, hwc.shape[:2], self.quality, self.algorithm)
             return encode_features(codes, 8, self.mu, self.max, self.algorithm)
         sess = self.sessions["node"]
         out = sess.run(None, {sess.get_inputs()[0].name: x})
@@ -100,12 +116,25 @@ class Bundle:
             return d.detections.numpy()
         if self.kind == "detections":
             raise BundleError("a feature-map payload for a bundle whose node sends detections")
+        if (d.kind in KIND_IMAGES) != (self.image_codec is not None) or (
+                self.image_codec is not None and d.kind != self.image_codec.kind):
+            raise BundleError(f"a payload of kind {d.kind} for a bundle that expects "
+                              f"{self.image_codec.name if self.image_codec else self.kind}")
+        if d.image is not None:
+            shape = [3, *d.image.shape[:2]]
+            if shape != self.spec["cut_shape"]:
+                raise BundleError(f"image payload of shape {shape}, the bundle expects {self.spec['cut_shape']}")
+            f = d.image.permute(2, 0, 1).numpy().astype(np.float32) / 255
+            return self._edge(f)
         shape = list(d.codes.shape)
         if shape != self.spec["cut_shape"] or d.bits != self.bits:
             raise BundleError(f"payload shape {shape} at {d.bits} bits, the bundle expects {self.spec['cut_shape']} at "
                               f"{self.bits}")
         codes = d.codes.numpy()
-        f = codes.astype(np.float32) / 255 if self.kind == "image" else self.table[codes]
+        return self._edge(codes.astype(np.float32) / 255 if self.kind == "image" else self.table[codes])
+
+    def _edge(self, f: np.ndarray) -> np.ndarray:
+        """The edge model on one de-quantized cut tensor (C, H, W) -> detections."""
         sess = self.sessions["edge"]
         heads = [torch.from_numpy(o) for o in sess.run(None, {sess.get_inputs()[0].name: f[None]})]
         dets = postprocess(decode_heads(heads, self.head), self.conf, self.nms_iou, max_det=self.max_det)[0]

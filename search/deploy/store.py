@@ -26,8 +26,9 @@ def file_name(key: str) -> str:
 
 
 def is_anchor(key: str) -> bool:
-    """Unpruned points (the anchors the search queues): no step 1/2 pruning in the key."""
-    return ";" not in key or key.endswith("crit=-")
+    """Unpruned points (the anchors the search queues): no step 1/2 pruning in the key; and every coded image
+    (j=0 with JPEG/WebP), the reference of every comparison (its file is a stub unless it was fine-tuned)."""
+    return ";" not in key or key.endswith("crit=-") or key.startswith("j=0;img=")
 
 
 class WeightStore:
@@ -39,13 +40,19 @@ class WeightStore:
     def path(self, key: str) -> Path:
         return self.folder / file_name(key)
 
-    def save(self, key: str, model: SplitModel, kept: dict[int, list[int]]) -> Path:
+    def save(self, key: str, model: SplitModel, kept: dict[int, list[int]], as_baseline: bool = False) -> Path:
+        """Keep ``model``'s weights; ``as_baseline``: the model is the baseline's, unchanged (nothing cut, pruned or
+        fine-tuned: j=0, a coded image kept as it is, the all-in-node point), so only a stub naming it is written
+        (:func:`search.deploy.bundle.rebuild` splits the baseline again)."""
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.path(key)
         tmp = path.with_suffix(f".tmp{id(model)}")
-        sd = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save({"key": key, "j": model.j, "state_dict": sd,
-                    "kept": {str(c): [int(i) for i in idx] for c, idx in kept.items()}}, tmp)
+        blob = {"key": key, "j": model.j, "kept": {str(c): [int(i) for i in idx] for c, idx in kept.items()}}
+        if as_baseline:
+            blob["baseline"] = True
+        else:
+            blob["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        torch.save(blob, tmp)
         tmp.replace(path)
         return path
 

@@ -83,12 +83,46 @@ def test_profile_constants_positive_and_sourced(radio, radios):
 
 
 def test_every_platform_and_codec_constant_sourced():
-    for folder in ("platform/node", "platform/edge", "codec"):
+    seen = 0
+    for folder in ("platform/node", "platform/edge", "codec", "image_codec"):
         for path in (CONF_DIR / folder).glob("*.yaml"):
             for line in path.read_text().splitlines():
                 m = re.match(r"^([a-z_]+):\s*([-0-9.e]+)\s*(#.*)?$", line)
                 if m and float(m.group(2)) != 0:
-                    assert m.group(3) and re.search(r"#\s*[RDSUA]\b", m.group(3)), f"{path.name}: {line}"
+                    # R reported, D derived, S secondary source, U unchecked, A assumption, M measured on this host
+                    assert m.group(3) and re.search(r"#\s*[RDSUAM]\b", m.group(3)), f"{path.name}: {line}"
+                    seen += folder == "image_codec"
+            assert folder != "image_codec" or "source:" in path.read_text(), path.name
+    assert seen >= 12  # the image-codec profiles' constants were read
+
+
+def test_image_encoder_cost_hand_computed():
+    """JPEG on the STM32H7A3's hardware codec at 160 x 160 px: 25 c/px of CPU feed plus the codec's 1 px/clock."""
+    from objectives.costs.image import decode_latency_ms, encode_energy_mj, encode_latency_ms
+
+    node = load_profile("node", "cortex_m7")
+    hw, sw, webp = (load_profile("image_codec", n) for n in ("jpeg_hw_stm32h7", "jpeg_sw_m7", "webp_sw_m7"))
+    px = 160 * 160
+    assert node.image_encoders == {"jpeg": "jpeg_hw_stm32h7", "webp": "webp_sw_m7"}
+    assert encode_energy_mj(px, hw, node) == pytest.approx((25 * px + px) * 0.56e-6)  # 0.3727 mJ
+    assert encode_latency_ms(px, hw, node) == pytest.approx(25 * px / 2.8e8 * 1e3 + px / 2.8e8 * 1e3)  # 2.377 ms
+    assert encode_energy_mj(px, sw, node) == pytest.approx(110 * px * 0.56e-6)  # 1.577 mJ
+    assert encode_energy_mj(px, webp, node) == pytest.approx(825 * px * 0.56e-6)  # 11.83 mJ
+    assert encode_energy_mj(px, load_profile("image_codec", "jpeg_camera"), node) == 0.0
+    assert decode_latency_ms(px, hw, load_profile("edge", "rtx3090")) == pytest.approx(px / 88e6 * 1e3)
+    # in the totals: the encoder's energy and time on the node, the decoder's time on the edge, RAM checked
+    work = NodeWork(j=0, node_macs=0, edge_macs=1_000_000, feature_values=0, raw_bytes=2000, payload_bytes=2024,
+                    peak_activation_values=3 * px, image_pixels=px)
+    none, radio = load_profile("codec", "none"), load_profile("radio", "wifi")
+    c = evaluate_costs(work, node, load_profile("edge", "rtx3090"), radio, none, image=hw)
+    plain = evaluate_costs(dataclasses.replace(work, image_pixels=0), node, load_profile("edge", "rtx3090"), radio, none)
+    assert c.encode_mj == pytest.approx(encode_energy_mj(px, hw, node)) and c.image_codec == "jpeg_hw_stm32h7"
+    assert c.node_energy_mj == pytest.approx(plain.node_energy_mj + c.encode_mj)
+    assert c.latency_ms == pytest.approx(plain.latency_ms + c.encode_ms + c.image_decode_ms)
+    small = dataclasses.replace(node, ram_bytes=3 * px + 2024 + 1000)  # image + output fit, the encoder's 12 KiB not
+    assert not evaluate_costs(work, small, load_profile("edge", "rtx3090"), radio, none, image=hw).feasible
+    with pytest.raises(ValueError, match="needs its image-codec profile"):
+        evaluate_costs(work, node, load_profile("edge", "rtx3090"), radio, none)
 
 
 def test_fragmentation_hand_computed():

@@ -151,3 +151,33 @@ def test_accuracy_key_ignores_cost_axes_and_counts_channels():
 def test_constraint_value_sign():
     assert constraint_value(0.90, 0.92, 0.05) < 0  # feasible
     assert constraint_value(0.85, 0.92, 0.05) > 0
+
+
+@pytest.mark.parametrize("codec", ["jpeg", "webp"])
+def test_coded_image_bytes_are_the_encoder_files_and_its_map_is_the_decoded_images(trained, codec):
+    """j=0 with a lossy codec: bytes = the library's files + the frame header; mAP = the baseline scored on the
+    decoded images; fine-tuned (on decoded images) only where it misses the constraint, like a split."""
+    import numpy as np
+
+    from models.image_codec import get_image_codec, roundtrip
+    from objectives.accuracy import evaluate_map
+    from objectives.data.synthetic import ImageSet
+
+    base, data = trained
+    cpu, p = torch.device("cpu"), DesignPoint(0, image_codec=codec, quality=20)
+    assert p.accuracy_key(cut_points(base.cfg)) == f"j=0;img={codec};q=20"
+    acc = evaluate_accuracy(p, base, data, data, needed(required=0.0), cpu)
+    files = [len(get_image_codec(codec).encode(img, 20)) for img in data.images[:8]]
+    assert acc.payload_mean_bytes["none"] == pytest.approx(HEADER_BYTES + np.mean(files), abs=1e-9)
+    assert acc.raw_bytes == math.ceil(np.mean(files)) and acc.node_macs == 0 and acc.feature_values == 0
+    assert acc.image_codec == codec and acc.quality == 20 and acc.finetune_skipped
+    decoded = ImageSet(roundtrip(data.images, codec, 20), data.labels, data.class_names)
+    ref = evaluate_map(base, decoded, base.cfg.head(), base.cfg.input_size, conf().eval.conf_threshold,
+                       conf().eval.nms_iou, cpu)
+    assert acc.map50 == ref.map50 and acc.map50_95 == ref.map50_95
+    raw = evaluate_accuracy(DesignPoint(0), base, data, data, needed(required=0.0), cpu)
+    assert acc.payload_mean_bytes["none"] < raw.payload_mean_bytes["none"] / 3
+    # below the requirement: the edge model is fine-tuned on decoded images with the split's budget and recipe
+    tuned = evaluate_accuracy(p, base, data, data, needed(required=1.01), cpu)
+    assert tuned.finetune_steps == 3 and not tuned.finetune_skipped and tuned.map50_before_finetune == acc.map50
+    assert tuned.payload_mean_bytes == acc.payload_mean_bytes  # the node's encoder is not trained

@@ -133,6 +133,16 @@ BAD = [
     (["eval.precheck_margin=2"], r"eval\.precheck_margin=2\.0 must be in \[0, 1\]"),
     (["storage.kind=mongo"], r"storage\.kind='mongo' not in \['sqlite', 'journal', 'postgres'\]"),
     (["study.name=a/b"], r"study\.name='a/b' must be a non-empty name"),
+    (["space.image_codecs=[avif]"], r"space\.image_codecs: 'avif' not in \['raw', 'jpeg', 'webp'\]"),
+    (["space.image_quality.high=100"], r"space\.image_quality: low=5, high=100 must satisfy 1 <= low <= high <= 95 \(jpeg"),
+    (["space.image_quality.low=0"], r"space\.image_quality: low=0, high=95 must satisfy 1 <= low"),
+    (["space.image_quality.step=7"], r"space\.image_quality\.step=7 must be >= 1 and divide high - low = 90"),
+    (["space.image_quality.low=fifty"], r"space\.image_quality\.low: expected int, got 'fifty'"),
+    (["space.image_anchors=[52]"], r"space\.image_anchors: 52 is not a quality of space\.image_quality \(5\.\.95 step 5\)"),
+    (["platform/node=cortex_m7", "platform.node.image_encoders.jpeg=webp_sw_m7"],
+     r"platform\.node\.image_encoders\.jpeg='webp_sw_m7': that profile codes 'webp'"),
+    (["platform.node.image_encoders.jpeg=jpeg_magic"], r"platform\.node\.image_encoders='jpeg_magic' not in \['jpeg_camera'"),
+    (["platform.node.image_encoders=null"], r"space\.image_codecs has 'jpeg' but platform\.node\.image_encoders \(cortex_m7\) names no profile"),
 ]
 
 

@@ -32,22 +32,23 @@ from tests.search.test_study import QUICK, cli, load
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     studies = tmp_path_factory.mktemp("d") / "studies"
-    cli(studies, "study.enqueue_baselines=true", "study.n_trials=9", "space.codecs=[none,zlib]")
+    cli(studies, "study.enqueue_baselines=true", "study.n_trials=9", "space.codecs=[none,zlib]",
+        "space.image_codecs=[raw,webp]", "space.image_anchors=[30]")
     s = load(studies)
     recs = {t.number: TrialRecord.from_trial(t) for t in s.get_trials()}
     by_j = {}
     for n, r in sorted(recs.items()):
         if r.is_primary and r.accuracy is not None:
-            by_j.setdefault(r.accuracy.j, n)
+            by_j.setdefault(r.accuracy.key if r.accuracy.image_codec else r.accuracy.j, n)
     p = cli(studies, "mode=deploy")
     best = int(p.stdout.split("deploy: trial ")[1].split()[0])
-    for j in (0, 6):
+    for j in (0, 6, "j=0;img=webp;q=30"):
         cli(studies, "mode=deploy", f"deploy.trial={by_j[j]}")
     # deploying reuses the study's cached baseline: no second baseline is trained
     assert len(list((studies / "cache").glob("baseline-*.pt"))) == 1
     spec = json.loads((studies / "quick" / "deploy" / str(best) / "interface.json").read_text())
     assert spec["model"] == StudyRecord.of(s).model
-    return studies, s, {"best": best, "image": by_j[0], "detections": by_j[6]}
+    return studies, s, {"best": best, "image": by_j[0], "detections": by_j[6], "coded": by_j["j=0;img=webp;q=30"]}
 
 
 class Server:
@@ -76,11 +77,13 @@ def test_kept_weights_are_the_front_and_the_anchors(study):
     keep = front_keys(s) | anchor_keys(s)
     files = {f.name for f in (studies / "quick" / "models").glob("*.pt")}
     assert files == {file_name(k) for k in keep} and len(files) >= 7  # j = 0..6 unpruned + the front
-    blob = torch.load((studies / "quick" / "models" / sorted(files)[0]), weights_only=True)
-    assert set(blob) == {"key", "j", "state_dict", "kept"}
+    blobs = [torch.load(studies / "quick" / "models" / f, weights_only=True) for f in sorted(files)]
+    # a split's own weights; the baseline's unchanged models (j=0, coded images kept as they are, j=6) as stubs
+    assert all(set(b) == ({"key", "j", "kept", "baseline"} if b["j"] in (0, 6) else {"key", "j", "state_dict", "kept"})
+               for b in blobs)
 
 
-@pytest.mark.parametrize("which", ["best", "image", "detections"])
+@pytest.mark.parametrize("which", ["best", "image", "detections", "coded"])
 def test_bundle_is_checked_onnx_and_the_runtime_reproduces_the_search(study, which):
     studies, s, trials = study
     folder = bundle_dir(studies, trials[which])
@@ -88,7 +91,13 @@ def test_bundle_is_checked_onnx_and_the_runtime_reproduces_the_search(study, whi
     t = s.trials[trials[which]]
     rec = TrialRecord.from_trial(t)
     assert spec["trial"] == t.number and spec["key"] == rec.accuracy.key and spec["mAP50"] == rec.mAP50
-    assert spec["kind"] == {"best": spec["kind"], "image": "image", "detections": "detections"}[which]
+    assert spec["kind"] == {"best": spec["kind"], "image": "image", "detections": "detections", "coded": "image"}[which]
+    assert (spec["image_codec"] is not None) == (which == "coded") or which == "best"
+    if which == "coded":  # the node's encoder, named and priced, and the README says how to produce the stream
+        assert spec["image_codec"]["format"] == "webp" and spec["image_codec"]["quality"] == 30
+        assert spec["image_encoder"]["name"] == "webp_sw_m7" and spec["image_codec"]["libraries"]["libwebp"]
+        readme = (folder / "README.md").read_text()
+        assert "as a WEBP file" in readme and "| kind | u8 | 3 (0 = feature map" in readme and "quality 30" in readme
     for f in spec["files"].values():
         onnx.checker.check_model(onnx.load(str(folder / f)), full_check=True)
     assert all(v <= 1e-4 for v in spec["onnx_vs_torch_max_relative_error"].values())

@@ -22,20 +22,38 @@ COLUMNS = param_columns(TABLE)
 
 
 def test_param_columns_come_from_the_cut_table():
-    assert COLUMNS == ("j", "bits", "keep_cut", "keep_L0", "keep_L2", "keep_L4", "keep_L6", "criterion")
+    assert COLUMNS == ("j", "bits", "keep_cut", "keep_L0", "keep_L2", "keep_L4", "keep_L6", "criterion",
+                       "image_codec", "jpeg_quality", "webp_quality")
 
 
 def test_suggest_conditional_space():
     p = suggest(FixedTrial({"j": 3, "bits": 2, "keep_cut": 0.25, "keep_L0": 0.5, "keep_L2": 0.75,
                             "criterion": "taylor", "codec": "zlib", "radio": "wifi"}), SPACE, TABLE)
     assert p == DesignPoint(3, 2, 0.25, ((0, 0.5), (2, 0.75)), "taylor", "zlib", "wifi")
-    edge = suggest(FixedTrial({"j": 0, "codec": "none", "radio": "ble5"}), SPACE, TABLE)
+    edge = suggest(FixedTrial({"j": 0, "image_codec": "raw", "codec": "none", "radio": "ble5"}), SPACE, TABLE)
     assert edge == DesignPoint(0, 8, 1.0, (), "l1", "none", "ble5")  # no bits or keep ratios exist at j=0
+    coded = suggest(FixedTrial({"j": 0, "image_codec": "webp", "webp_quality": 35, "codec": "none", "radio": "ble5"}),
+                    SPACE, TABLE)
+    assert coded == DesignPoint(0, 8, 1.0, (), "l1", "none", "ble5", "webp", 35)
+    assert coded.accuracy_key(TABLE) == "j=0;img=webp;q=35" and edge.accuracy_key(TABLE) == "j=0"
+    # a trial stored before image_codec existed sent the raw image
+    from search.space import point_of
+    assert point_of({"j": 0, "codec": "none", "radio": "ble5"}, SPACE, TABLE) == edge
+    # only the chosen lossy codec's quality is suggested, on the space's grid
+    only = replace(SPACE, partitions=[0], image_codecs=["jpeg"])
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1))
+    for _ in range(5):
+        t = study.ask()
+        p = suggest(t, only, TABLE)
+        assert set(t.params) == {"j", "image_codec", "jpeg_quality", "codec", "radio"}
+        assert p.image_codec == "jpeg" and 5 <= p.quality <= 95 and p.quality % 5 == 0
 
 
 @pytest.mark.parametrize("point", [DesignPoint(5, 1, 0.1, ((0, 0.3), (2, 0.4), (4, 0.5), (6, 0.6)), "l1", "zlib", "ble5"),
                                    DesignPoint(1, 8, 1.0, (), "taylor", "none", "wifi"),
-                                   DesignPoint(6, 8, 1.0, (), "l1", "zlib", "wifi")])
+                                   DesignPoint(6, 8, 1.0, (), "l1", "zlib", "wifi"),
+                                   DesignPoint(0, 8, 1.0, (), "l1", "zlib", "wifi"),
+                                   DesignPoint(0, 8, 1.0, (), "l1", "none", "ble5", "jpeg", 45)])
 def test_params_roundtrip(point):
     params = params_of(point, SPACE, TABLE)
     assert suggest(FixedTrial(params), SPACE, TABLE) == point
@@ -47,12 +65,16 @@ def test_params_roundtrip(point):
 
 def test_baseline_points_cover_every_partition_unpruned():
     pts = baseline_points(SPACE, TABLE)
-    assert [p.j for p in pts] == [0, 1, 2, 3, 4, 5, 6]
+    assert [p.j for p in pts] == [0] * 7 + [1, 2, 3, 4, 5, 6]
+    # j=0: the raw image and each lossy codec at every anchor quality
+    assert [(p.image_codec, p.quality) for p in pts if p.j == 0] == [
+        ("raw", 0), ("jpeg", 20), ("jpeg", 50), ("jpeg", 80), ("webp", 20), ("webp", 50), ("webp", 80)]
+    assert [p.j for p in baseline_points(replace(SPACE, image_codecs=["jpeg"], image_anchors=[40]), TABLE)][:2] == [0, 1]
     assert not any(p.pruned for p in pts)
     assert all(p.bits == 8 for p in pts if 1 <= p.j <= 5)  # the largest width: feasible anchors for the sampler
     assert all(p.bits == 1 for p in baseline_points(SPACE, TABLE, bits=1) if 1 <= p.j <= 5)
     narrow = replace(conf().space, cut_keep=Range(0.01, 0.5, True), codecs=["none"], radios=["ble5"])
-    assert [p.j for p in baseline_points(narrow, TABLE)] == [0, 1, 2, 3, 4, 5, 6][:1] + [6]  # unpruned is outside
+    assert [p.j for p in baseline_points(narrow, TABLE)] == [0] * 7 + [6]  # unpruned is outside
 
 
 def fake_study():
