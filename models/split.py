@@ -1,7 +1,7 @@
 """Partition a darknet detector at point j into node part, interface and edge part.
 
 Partition points come from the model's cut-point table (:func:`cut_points`): the darknet layers after which
-exactly one tensor crosses from node to edge. Tiny-YOLOv3 keeps the paper's seven (DESIGN.md, darknet
+exactly one tensor crosses from node to edge. Tiny-YOLOv3 keeps the paper's seven (docs/design.md, darknet
 numbering): j=0 nothing on the node (it sends the image); j=1..4 after the max-pools 1, 3, 5, 7; j=5 after conv 8
 (its output feeds both max-pool 9 and the route at 20, so it is the last single-tensor cut); j=6 everything on
 the node (it sends the detections). Other cfgs use every single-tensor cut of their graph.

@@ -2,7 +2,7 @@
 partition points and the settings this project trains it with.
 
 ``model.layers[i]`` is darknet's layer ``i`` (0..23), including the stride-1 max-pool 11, the routes 17/20,
-the upsample 19 and the two yolo layers 16/23. See ``../shared/reference/tiny_yolov3.md`` for the table it
+the upsample 19 and the two yolo layers 16/23. See ``docs/tiny_yolov3.md`` for the table it
 reproduces.
 """
 

@@ -1,6 +1,6 @@
 """Turn a :class:`DesignPoint` into measured numbers.
 
-Two parts (DESIGN.md): the accuracy part (split, calibrate, prune, fine-tune, mAP, payload bytes per codec,
+Two parts (docs/design.md): the accuracy part (split, calibrate, prune, fine-tune, mAP, payload bytes per codec,
 MACs) is expensive and depends only on :meth:`DesignPoint.accuracy_key`; the cost part (energy, latency)
 is a pure function of its results and runs for every radio x codec in microseconds.
 """

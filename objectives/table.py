@@ -5,13 +5,15 @@ whole study - and a comparison of samplers over many seeds - runs in seconds thr
 The grid (:func:`grid_points`): every split point j, every bit width, :func:`grid_counts` channel counts at the
 cut conv (log-spaced from one channel to all) and, where there are earlier node convs, one step-2 keep ratio
 shared by all of them (:data:`GRID_LEVELS`: none, 50 %, 25 %); plus the non-split points (the image, the
-detections). A table row holds everything the cost models need (the fields of
+detections) and, where the node sends the image, each lossy image codec at :data:`GRID_QUALITIES`. A table row
+holds everything the cost models need (the fields of
 :class:`objectives.objective.AccuracyResult`).
 
 A looked-up point (:meth:`DesignTable.lookup`) is snapped to the grid: its cut channel count to the nearest grid
 count (on a log scale, ties to the larger count), its step-2 ratios to the nearest level. A point the grid cannot
 answer - another j, bit width or criterion, step-2 ratios outside the levels' range or not one shared level, a
-row the table lacks - raises :class:`OutsideTable`: it is reported, never invented.
+row the table lacks - raises :class:`OutsideTable`: it is reported, never invented. A coded image's quality snaps to
+the nearest grid quality of its codec; a table without rows of that codec refuses it.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from objectives.objective import AccuracyResult
 GRID_LEVELS = (1.0, 0.5, 0.25)  # step 2: share kept in every earlier node conv (issue #16: none, 50 %, 25 %)
 GRID_BITS = (1, 2, 4, 8)
 GRID_COUNTS = 5  # channel counts per cut conv
+GRID_QUALITIES = (5, 15, 25, 35, 50, 65, 80, 95)  # the coded image (j=0): qualities of each lossy image codec
 PROVENANCE = "# provenance: "  # the CSV's first line: this prefix + one JSON object
 
 _SCALARS = ("map50", "map50_95", "map50_before_finetune", "node_macs", "edge_macs", "feature_values", "raw_bytes",
@@ -54,7 +57,8 @@ def grid_counts(channels: int, n: int = GRID_COUNTS) -> tuple[int, ...]:
 
 def grid_points(cut: CutTable, bits: Iterable[int] = GRID_BITS, counts: int = GRID_COUNTS,
                 levels: Iterable[float] = GRID_LEVELS, partitions: Iterable[int] | None = None,
-                criterion: str = "l1") -> list[DesignPoint]:
+                criterion: str = "l1", image_codecs: Iterable[str] = (),
+                qualities: Iterable[int] = GRID_QUALITIES) -> list[DesignPoint]:
     """The grid's design points (codec and radio left at their defaults: they do not change the model), one per
     model: where two grid coordinates keep the same channels (a narrow model's 50 % and 25 % of 2 channels), the
     first stands for both."""
@@ -64,6 +68,8 @@ def grid_points(cut: CutTable, bits: Iterable[int] = GRID_BITS, counts: int = GR
         p = cut[j]
         if not p.is_split:
             pts.append(DesignPoint(j))
+            if p.sends_image:
+                pts += [DesignPoint(j, image_codec=c, quality=int(q)) for c in image_codecs for q in qualities]
             continue
         n = cut.conv_channels[p.conv] if p.conv is not None else None
         for b in bits:
@@ -90,7 +96,8 @@ def row_of(point: DesignPoint, acc: AccuracyResult, cut: CutTable) -> dict[str, 
     row: dict[str, Any] = {
         "key": acc.key, "j": point.j, "bits": point.bits if p.is_split else "",
         "cut_kept": cut.kept(p.conv, point.cut_keep) if n else "", "cut_channels": n or "",
-        "step2_keep": level_of(point) if p.earlier_convs else ""}
+        "step2_keep": level_of(point) if p.earlier_convs else "",
+        "image_codec": acc.image_codec, "quality": acc.quality if acc.image_codec else ""}
     row.update({k: getattr(acc, k) for k in _SCALARS})
     for c in sorted(acc.payload_mean_bytes):
         row[f"payload_mean_{c}"] = acc.payload_mean_bytes[c]
@@ -110,6 +117,8 @@ def result_of(row: dict[str, str]) -> AccuracyResult:
     d["payload_mean_bytes"] = {c: float(row[f"payload_mean_{c}"]) for c in codecs}
     d["payload_max_bytes"] = {c: int(row[f"payload_max_{c}"]) for c in codecs}
     d.update({k: json.loads(row[k]) for k in _JSON})
+    if row.get("image_codec"):  # a coded image (a table from before they existed has no such column)
+        d["image_codec"], d["quality"] = row["image_codec"], int(row["quality"])
     return AccuracyResult(**d)
 
 
@@ -203,8 +212,12 @@ class DesignTable:
             raise self._refuse(f"j={point.j} is not in the table (it has j in {js})")
         p = self.cut[point.j]
         if point.coded_image:
-            raise self._refuse(f"j={point.j} with {point.image_codec} q={point.quality}: the table holds no coded "
-                               f"images (space.image_codecs=[raw])")
+            have = sorted(a.quality for a in self.results.values() if a.image_codec == point.image_codec)
+            if not have:
+                raise self._refuse(f"j={point.j} with {point.image_codec}: the table holds no {point.image_codec} "
+                                   f"rows (build them with tests/benchmarks/build_table.py --image-codecs)")
+            q = min(have, key=lambda g: (abs(g - point.quality), -g))
+            return DesignPoint(point.j, image_codec=point.image_codec, quality=q)
         if not p.is_split:
             return DesignPoint(point.j)
         bits = sorted({b for (j, b, _) in self._counts if j == point.j})

@@ -210,14 +210,22 @@ class StorageConfig:
 @dataclass(frozen=True)
 class DeployConfig:
     """``mode=deploy``: ``trial`` = the trial number to deploy (None: the lowest-energy feasible Pareto point);
-    ``max_frame_bytes``: the largest request frame the edge server accepts (written into the bundle)."""
+    ``max_frame_bytes``: the largest request frame the edge server accepts; ``idle_timeout_s``: how long it keeps a
+    connection that sends nothing; ``max_clients``: how many connections it serves at once (all three written into
+    the bundle)."""
 
     trial: Optional[int]  # noqa: UP045
     max_frame_bytes: int
+    idle_timeout_s: float
+    max_clients: int
 
     def __post_init__(self) -> None:
         if self.max_frame_bytes < 1024:
             raise ConfigError(f"deploy.max_frame_bytes={self.max_frame_bytes} must be >= 1024")
+        if not self.idle_timeout_s > 0:
+            raise ConfigError(f"deploy.idle_timeout_s={self.idle_timeout_s} must be > 0 (seconds)")
+        if self.max_clients < 1:
+            raise ConfigError(f"deploy.max_clients={self.max_clients} must be >= 1")
 
 
 @dataclass(frozen=True)

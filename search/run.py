@@ -37,6 +37,7 @@ from search.config import RunConfig, load_run_config
 from search.data import load_data
 from search.deploy.store import WeightStore
 from search.export import StudyView, export_all, print_summary, study_view
+from search.extras import require
 from search.finalize import (
     Finalized,
     agreement,
@@ -149,7 +150,8 @@ def deploy(rc: RunConfig, study: optuna.Study, export_dir: Path, storage) -> Pat
             "class_names": list(train.class_names), "data": dataclasses.asdict(rc.data),
             "eval": {"conf_threshold": rc.eval.conf_threshold, "nms_iou": rc.eval.nms_iou,
                      "payload_conf_threshold": rc.eval.payload_conf_threshold, "max_det": 100},
-            "max_frame_bytes": rc.deploy.max_frame_bytes}
+            "max_frame_bytes": rc.deploy.max_frame_bytes, "idle_timeout_s": rc.deploy.idle_timeout_s,
+            "max_clients": rc.deploy.max_clients}
     images = torch.from_numpy(val.images[:8]).permute(0, 3, 1, 2).float() / 255
     try:
         out = write_bundle(export_dir / "deploy" / str(trial.number), sm, blob, info, images)
@@ -360,6 +362,8 @@ def run(cfg: DictConfig | RunConfig, overrides: list[str] | None = None) -> RunR
     if rc.mode in ("optimize", "finalize"):  # checked before anything is created
         sampler = lifecycle.make_sampler(rc)
         device = resolve_device(rc.device)
+    if rc.mode == "deploy":
+        require("deploy")  # before anything is opened: one line naming the pip install
     storage, url = make_storage(rc.storage, rc.study.name, studies)
     if rc.mode == "deploy":
         study = lifecycle.load(rc, storage, url)

@@ -63,8 +63,12 @@ def fake_result(point, cut, size: int = 64):
     if not p.is_split:
         image = point.j == 0
         raw = 3 * size * size if image else 24
+        q = point.quality if point.coded_image else 0
+        if q:  # a coded image: smaller and less accurate at a lower quality
+            raw = math.ceil(3 * size * size * (0.01 + q / 400))
         return AccuracyResult(
-            key=key, j=point.j, map50=0.9 if image else 0.8, map50_95=0.5, map50_before_finetune=float("nan"),
+            key=key, j=point.j, map50=(0.9 - (100 - q) / 1000 if q else 0.9) if image else 0.8, map50_95=0.5,
+            map50_before_finetune=float("nan"), image_codec=point.image_codec if q else "", quality=q,
             node_macs=0 if image else 100_000_000, edge_macs=100_000_000 if image else 0, node_macs_per_layer={},
             cut_shape=[3, size, size] if image else [0, 0, 0], feature_values=0, raw_bytes=raw,
             payload_mean_bytes={c: float(raw) * (1.0 if c == "none" else 0.8) for c in codecs},
@@ -88,7 +92,7 @@ def fake_result(point, cut, size: int = 64):
         finetune_steps=40, seconds=1.0)
 
 
-def fake_table(path, rc, model: str = "fake-model (tests/helpers.fake_table)", partitions=None):
+def fake_table(path, rc, model: str = "fake-model (tests/helpers.fake_table)", partitions=None, image_codecs=()):
     """Write a design table of :func:`fake_result` rows over the grid of ``rc``'s model, with a provenance line
     that matches ``rc``'s settings (so ``table=path`` is accepted with the same overrides). Returns the cut table."""
     from models import cut_points
@@ -99,7 +103,8 @@ def fake_table(path, rc, model: str = "fake-model (tests/helpers.fake_table)", p
 
     cut = cut_points(model_config(rc, 1))
     settings = lifecycle.search_settings(rc, model)
-    rows = [row_of(p, fake_result(p, cut, rc.data.size), cut) for p in grid_points(cut, partitions=partitions)]
+    rows = [row_of(p, fake_result(p, cut, rc.data.size), cut)
+            for p in grid_points(cut, partitions=partitions, image_codecs=image_codecs)]
     write_csv(path, {"model": model, "num_classes": 1, "settings": settings,
                      "digest": settings_digest(settings),
                      "grid": {"bits": list(GRID_BITS), "counts_per_cut_conv": GRID_COUNTS,

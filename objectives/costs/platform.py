@@ -1,7 +1,7 @@
 """Processing cost of the node (layers 1..j, Eq. 1's E_P) and of the edge (the rest).
 
 Pure functions of MAC counts and profile numbers. The profiles' constants live in ``conf/platform/``,
-each with its source (``../shared/reference/cost_parameters.md``).
+each with its source (``docs/cost_parameters.md``).
 """
 
 from __future__ import annotations

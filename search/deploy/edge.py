@@ -6,7 +6,10 @@ A bad frame gets an error reply and one log line and the server goes on: a paylo
 (truncated, bit-flipped, wrong version, garbage body) is answered and the connection kept; a frame above
 ``max_frame_bytes`` (the bundle's, or ``--max-frame``) is refused from its header, before anything is allocated,
 and a frame without the magic is refused - both close that connection, whose stream cannot be followed any more.
-A client that disconnects mid-frame only ends its own task.
+A client that disconnects mid-frame only ends its own task. Bounded so that idle sockets cannot lock new clients
+out: a connection that sends nothing for ``idle_timeout_s`` (mid-frame too) is closed, and a client beyond
+``max_clients`` open connections gets an error reply and is closed at once (both from the bundle's
+``interface.json``, ``deploy.idle_timeout_s`` / ``deploy.max_clients``, or the command line).
 """
 
 from __future__ import annotations
@@ -24,10 +27,18 @@ from search.deploy.runtime import Bundle, BundleError
 log = logging.getLogger("search.deploy.edge")
 
 
+IDLE_TIMEOUT_S, MAX_CLIENTS = 60.0, 64  # for a bundle written before the limits were in interface.json
+
+
 class EdgeServer:
-    def __init__(self, bundle: Bundle, max_frame: int | None = None, workers: int = 1) -> None:
+    def __init__(self, bundle: Bundle, max_frame: int | None = None, workers: int = 1,
+                 idle_timeout_s: float | None = None, max_clients: int | None = None) -> None:
         self.bundle = bundle
         self.max_frame = int(max_frame or bundle.spec.get("max_frame_bytes", 16 << 20))
+        self.idle_timeout_s = float(idle_timeout_s or bundle.spec.get("idle_timeout_s", IDLE_TIMEOUT_S))
+        self.max_clients = int(max_clients or bundle.spec.get("max_clients", MAX_CLIENTS))
+        self.refused = 0
+        self.timed_out = 0
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="edge")
         self.served = 0
         self.errors = 0
@@ -39,9 +50,17 @@ class EdgeServer:
         self.clients += 1
         loop = asyncio.get_running_loop()
         try:
+            if self.clients > self.max_clients:
+                self.refused += 1
+                await self._fail(writer, who, 0, f"{self.max_clients} clients are connected (the limit); closing")
+                return
             while True:
                 try:
-                    head = await reader.readexactly(REQUEST.size)
+                    head = await self._read(reader, REQUEST.size)
+                except TimeoutError:
+                    self.timed_out += 1
+                    log.warning("edge: %s idle for %g s; closing the connection", who, self.idle_timeout_s)
+                    return
                 except asyncio.IncompleteReadError as e:
                     if e.partial:
                         log.warning("edge: %s disconnected mid-header (%d of %d bytes)", who, len(e.partial),
@@ -57,7 +76,12 @@ class EdgeServer:
                                                        f"closing the connection")
                     return
                 try:
-                    payload = await reader.readexactly(n)
+                    payload = await self._read(reader, n)
+                except TimeoutError:
+                    self.timed_out += 1
+                    log.warning("edge: %s request %d: idle for %g s mid-frame; closing the connection", who, rid,
+                                self.idle_timeout_s)
+                    return
                 except asyncio.IncompleteReadError as e:
                     log.warning("edge: %s request %d: disconnected mid-frame (%d of %d bytes)", who, rid,
                                 len(e.partial), n)
@@ -75,6 +99,17 @@ class EdgeServer:
         finally:
             self.clients -= 1
             writer.close()
+
+    async def _read(self, reader: asyncio.StreamReader, n: int) -> bytes:
+        """``n`` bytes, or TimeoutError when none arrive for ``idle_timeout_s`` (a slow sender that keeps sending
+        is not cut off: the clock restarts with each chunk)."""
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = await asyncio.wait_for(reader.read(n - len(buf)), self.idle_timeout_s)
+            if not chunk:
+                raise asyncio.IncompleteReadError(bytes(buf), n)
+            buf += chunk
+        return bytes(buf)
 
     async def _fail(self, writer: asyncio.StreamWriter, who: str, rid: int, msg: str) -> None:
         self.errors += 1
@@ -103,10 +138,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, default=5555)
     ap.add_argument("--max-frame", type=int, default=None, help="bytes (default: the bundle's max_frame_bytes)")
     ap.add_argument("--workers", type=int, default=1, help="inference threads")
+    ap.add_argument("--idle-timeout", type=float, default=None,
+                    help="seconds a connection may send nothing before it is closed (default: the bundle's)")
+    ap.add_argument("--max-clients", type=int, default=None,
+                    help="open connections served at once; more are refused (default: the bundle's)")
     args = ap.parse_args(argv)
+    from search.extras import missing
+
+    if missing("deploy"):
+        print(f"error: the reference runtime needs the 'deploy' extra ({', '.join(missing('deploy'))} not "
+              f"installed): pip install -e '.[deploy]'", file=sys.stderr)
+        return 2
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     try:
-        server = EdgeServer(Bundle(args.bundle, threads=0), args.max_frame, args.workers)
+        if (args.idle_timeout is not None and args.idle_timeout <= 0) or (args.max_clients is not None
+                                                                             and args.max_clients < 1):
+            raise BundleError(f"--idle-timeout {args.idle_timeout} must be > 0 and --max-clients "
+                              f"{args.max_clients} >= 1")
+        server = EdgeServer(Bundle(args.bundle, threads=0), args.max_frame, args.workers, args.idle_timeout,
+                            args.max_clients)
     except BundleError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -84,6 +84,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="only the first N images")
     ap.add_argument("--studies-dir", default="studies", help="where the data cache is (studies/cache)")
     args = ap.parse_args(argv)
+    from search.extras import missing
+
+    if missing("deploy"):
+        print(f"error: the reference runtime needs the 'deploy' extra ({', '.join(missing('deploy'))} not "
+              f"installed): pip install -e '.[deploy]'", file=sys.stderr)
+        return 2
     host, _, port = args.connect.rpartition(":")
     if not host or not port.isdigit():
         print(f"error: --connect {args.connect!r}: expected HOST:PORT", file=sys.stderr)

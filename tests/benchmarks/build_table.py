@@ -1,12 +1,13 @@
 """Build (or resume) the design table: the accuracy part of every grid point measured once (objectives.table).
 
     python tests/benchmarks/build_table.py [--out tests/benchmarks/tables/energy_latency.csv] [--limit N]
-        [hydra overrides]
+        [--image-codecs jpeg webp] [hydra overrides]
 
 Uses the run configuration (default: the default study's data, model, fine-tuning and eval settings) and its
 cached baseline (trained first if missing), exactly as a study measures a point (evaluate_accuracy). Every point
 is written to the CSV as soon as it is measured, so a killed run resumes where it stopped; a table measured with
-other settings is refused. The CSV's first line is its provenance (commit, settings, date, machine, grid, build
+other settings is refused; a table resumed with more ``--image-codecs`` gains their rows (each lossy codec at
+objectives.table.GRID_QUALITIES) and keeps the others. The CSV's first line is its provenance (commit, settings, date, machine, grid, build
 time so far). Two cores take hours: run it in the background (nohup ... &).
 """
 
@@ -28,7 +29,16 @@ from models import cut_points
 from models.codec import CODECS
 from objectives.device import resolve_device
 from objectives.objective import evaluate_accuracy
-from objectives.table import GRID_BITS, GRID_COUNTS, GRID_LEVELS, grid_points, read_csv, row_of, write_csv
+from objectives.table import (
+    GRID_BITS,
+    GRID_COUNTS,
+    GRID_LEVELS,
+    GRID_QUALITIES,
+    grid_points,
+    read_csv,
+    row_of,
+    write_csv,
+)
 from search import study as lifecycle
 from search.config import compose
 from search.data import load_data
@@ -61,6 +71,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", type=Path, default=ROOT / "tests/benchmarks/tables/energy_latency.csv")
     ap.add_argument("--limit", type=int, default=0, help="measure at most this many new points, then stop")
+    ap.add_argument("--image-codecs", nargs="*", default=["jpeg", "webp"],
+                    help="lossy image codecs whose coded-image rows (j=0) the table holds")
     ap.add_argument("overrides", nargs="*", help="hydra overrides of conf/config.yaml")
     args = ap.parse_args()
     rc = compose(["progress=false", "train.finetune_when=always", *args.overrides])
@@ -72,7 +84,8 @@ def main() -> None:
     base, model_name = baseline_model(rc, train, data_key, cache, dev)
     settings_repr = lifecycle.search_settings(rc, model_name)
     table = cut_points(base.model.cfg)
-    points = grid_points(table, GRID_BITS, GRID_COUNTS, GRID_LEVELS, criterion=rc.space.criteria[0])
+    points = grid_points(table, GRID_BITS, GRID_COUNTS, GRID_LEVELS, criterion=rc.space.criteria[0],
+                         image_codecs=args.image_codecs)
     s, _ = measuring(rc, 0.0, rc.train)
     s = replace(s, codecs=tuple(sorted({*s.codecs, *CODECS})), measure_edge=False, progress=False)
     prov = {
@@ -81,7 +94,8 @@ def main() -> None:
         "digest": settings_digest(settings_repr),
         "overrides": list(args.overrides), "device": str(dev), "machine": machine(),
         "grid": {"bits": list(GRID_BITS), "counts_per_cut_conv": GRID_COUNTS, "levels": list(GRID_LEVELS),
-                 "criterion": rc.space.criteria[0], "points": len(points)},
+                 "criterion": rc.space.criteria[0], "points": len(points),
+                 "image_codecs": list(args.image_codecs), "qualities": list(GRID_QUALITIES)},
         "codecs": list(s.codecs),
     }
     rows: list[dict] = []

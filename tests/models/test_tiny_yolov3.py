@@ -7,7 +7,7 @@ from models import TinyYOLOv3, TinyYOLOv3Config, layer_table
 from models.darknet import DarknetMaxPool, run_layers
 from models.tiny_yolov3 import DARKNET_ANCHORS, NUM_LAYERS, conv_layer_macs, count_parameters
 
-# ../shared/reference/tiny_yolov3.md: (H, W, C) and MMAC per darknet layer at 416 px, 80 classes
+# docs/tiny_yolov3.md: (H, W, C) and MMAC per darknet layer at 416 px, 80 classes
 REFERENCE = [
     (416, 16, 74.8), (208, 16, 0), (208, 32, 199.4), (104, 32, 0), (104, 64, 199.4), (52, 64, 0),
     (52, 128, 199.4), (26, 128, 0), (26, 256, 199.4), (13, 256, 0), (13, 512, 199.4), (13, 512, 0),

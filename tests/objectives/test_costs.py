@@ -40,7 +40,7 @@ def test_all_named_profiles_exist():
     assert {"none", "zlib", "zstd", "lzma"} <= set(available("codec"))
 
 
-# ../shared/reference/cost_parameters.md, "Derived transfer figures from the port's stack model"
+# docs/cost_parameters.md, "Derived transfer figures from the port's stack model"
 @pytest.mark.parametrize("radio,nbytes,ms,mj", [
     ("ble5", 10_000, 60, 1.37), ("ble5", 86_528, 523, 11.9), ("nbiot", 10_000, 2400, 330),
     ("lte_c4", 10_000, 2, 4.6)])

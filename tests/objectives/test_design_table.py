@@ -102,3 +102,26 @@ def test_an_incomplete_table_says_which_row_is_missing(tmp_path, default_cut):
     assert t.lookup(DesignPoint(1, 8, 1.0)).j == 1
     with pytest.raises(OutsideTable, match=r"j=2 is not in the table \(it has j in \[0, 1, 6\]\)"):
         t.lookup(DesignPoint(2, 8, 1.0, ((0, 1.0),)))
+
+
+def test_coded_image_rows_round_trip_and_snap_their_quality(tmp_path, default_cut):
+    from objectives.table import GRID_QUALITIES
+
+    rc = conf()
+    fake_table(tmp_path / "t.csv", rc, image_codecs=("jpeg",))
+    _, rows = read_csv(tmp_path / "t.csv")
+    assert len(rows) == 262 + len(GRID_QUALITIES)  # the other rows are unchanged by the coded images
+    t = DesignTable.load(tmp_path / "t.csv", default_cut)
+    exact = t.lookup(DesignPoint(0, image_codec="jpeg", quality=50))
+    assert exact.key == "j=0;img=jpeg;q=50" and exact.image_codec == "jpeg" and exact.quality == 50
+    want = fake_result(DesignPoint(0, image_codec="jpeg", quality=50), default_cut, rc.data.size).as_attrs()
+    assert json.dumps(exact.as_attrs(), sort_keys=True) == json.dumps(want, sort_keys=True)  # NaN == NaN here
+    assert t.lookup(DesignPoint(0, image_codec="jpeg", quality=45)).quality == 50  # nearest grid quality, tie up
+    assert t.lookup(DesignPoint(0, image_codec="jpeg", quality=90)).quality == 95 and t.snapped == 2
+    assert t.lookup(DesignPoint(0)).key == "j=0" and t.baseline_map50 == 0.9  # the raw image row is still there
+    with pytest.raises(OutsideTable, match="the table holds no webp rows"):
+        t.lookup(DesignPoint(0, image_codec="webp", quality=50))
+    fake_table(tmp_path / "o.csv", rc)
+    old = DesignTable.load(tmp_path / "o.csv", default_cut)
+    with pytest.raises(OutsideTable, match="no jpeg rows"):
+        old.lookup(DesignPoint(0, image_codec="jpeg", quality=50))

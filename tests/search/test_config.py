@@ -133,6 +133,8 @@ BAD = [
     (["eval.precheck_margin=2"], r"eval\.precheck_margin=2\.0 must be in \[0, 1\]"),
     (["storage.kind=mongo"], r"storage\.kind='mongo' not in \['sqlite', 'journal', 'postgres'\]"),
     (["study.name=a/b"], r"study\.name='a/b' must be a non-empty name"),
+    (["deploy.idle_timeout_s=0"], r"deploy\.idle_timeout_s=0\.0 must be > 0 \(seconds\)"),
+    (["deploy.max_clients=0"], r"deploy\.max_clients=0 must be >= 1"),
     (["space.image_codecs=[avif]"], r"space\.image_codecs: 'avif' not in \['raw', 'jpeg', 'webp'\]"),
     (["space.image_quality.high=100"], r"space\.image_quality: low=5, high=100 must satisfy 1 <= low <= high <= 95 \(jpeg"),
     (["space.image_quality.low=0"], r"space\.image_quality: low=0, high=95 must satisfy 1 <= low"),

@@ -54,8 +54,8 @@ def study(tmp_path_factory):
 class Server:
     """The edge server on a free loopback port, in a thread of its own."""
 
-    def __init__(self, bundle: Bundle, max_frame: int | None = None) -> None:
-        self.edge = EdgeServer(bundle, max_frame)
+    def __init__(self, bundle: Bundle, max_frame: int | None = None, **limits) -> None:
+        self.edge = EdgeServer(bundle, max_frame, **limits)
         got = threading.Event()
         self.loop = asyncio.new_event_loop()
 
@@ -199,6 +199,30 @@ def test_bad_frames_get_an_error_reply_and_the_server_goes_on(served, caplog):
             break
         threading.Event().wait(0.05)
     assert server.edge.clients == 0
+
+
+def test_idle_connections_are_closed_and_clients_beyond_the_cap_refused(served):
+    bundle, _, good, _ = served
+    assert bundle.spec["idle_timeout_s"] == 60 and bundle.spec["max_clients"] == 64  # conf/config.yaml's deploy.*
+    server = Server(bundle, idle_timeout_s=0.5, max_clients=2)
+    idle = [socket.create_connection(("127.0.0.1", server.port)) for _ in range(2)]  # two idle sockets: the cap
+    for _ in range(100):
+        if server.edge.clients == 2:
+            break
+        threading.Event().wait(0.02)
+    with Client("127.0.0.1", server.port) as c:  # a third is refused with a reply, not left hanging
+        rid, status, body = c.read_reply()
+        assert status == ERROR and b"2 clients are connected (the limit)" in body and c.sock.recv(1) == b""
+    assert server.edge.refused == 1
+    # the idle ones are closed after the timeout (mid-frame too), so new clients get in
+    idle[1].sendall(request(1, good)[:10])
+    for s in idle:
+        s.settimeout(5)
+        assert s.recv(1) == b""  # closed by the server
+        s.close()
+    assert server.edge.timed_out == 2
+    with Client("127.0.0.1", server.port) as c:
+        assert c.ask(good)[0] == OK
 
 
 def test_load_four_clients_200_images_each(served):

@@ -1,0 +1,96 @@
+"""Benchmark: the coded image's rate-accuracy curve on the default study's data and baseline, before and after
+fine-tuning the edge model on decoded images, and its node energy per radio.
+
+    python tests/benchmarks/bench_coded_image.py [--out docs/results/coded_image.csv] [hydra overrides]
+
+For each lossy image codec (JPEG, WebP through Pillow) and quality it measures, exactly as a study does
+(``objectives.objective.evaluate_accuracy``): the payload bytes per image (the encoder's files + the 24-byte
+frame header, mean over ``eval.payload_images``), mAP@0.5 and mAP@[.5:.95] of the unchanged baseline on the decoded
+validation images, and the same after the search's fine-tuning (``train.finetune``, the recipe a split gets,
+on decoded training images: the fair-adaptation check); then the node energy and latency of the not-fine-tuned
+model on every radio of the default space (the node profile's encoder: ``platform.node.image_encoders``).
+Writes a CSV and a Markdown table next to it; prints the Markdown.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+import pandas as pd
+
+from objectives.accuracy import evaluate_map
+from objectives.design import DesignPoint
+from objectives.device import resolve_device
+from objectives.objective import evaluate_accuracy
+from search.config import compose
+from search.data import load_data
+from search.objective import score
+from search.run import baseline_model, measuring
+
+ROOT = Path(__file__).resolve().parents[2]
+QUALITIES = (5, 10, 15, 20, 25, 30, 40, 50, 65, 80, 95)
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """A Markdown table (4 significant digits), without the optional tabulate dependency."""
+    def cell(v) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=ROOT / "docs/results/coded_image.csv")
+    ap.add_argument("--codecs", nargs="*", default=["jpeg", "webp"])
+    ap.add_argument("--qualities", nargs="*", type=int, default=list(QUALITIES))
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    rc = compose(["progress=false", *args.overrides])
+    dev = resolve_device(rc.device)
+    cache = Path(rc.studies_dir) / "cache"
+    train, val, key = load_data(rc.data, cache)
+    base, name = baseline_model(rc, train, key, cache, dev)
+    head = base.model.cfg.head()
+    b = evaluate_map(base.model, val, head, base.model.cfg.input_size, rc.eval.conf_threshold, rc.eval.nms_iou, dev)
+    # as the search (finetune_when=needed) and with every point fine-tuned (always), the same budget a split gets
+    needed, pricing = measuring(rc, b.map50, rc.train)
+    always = dataclasses.replace(needed, train=dataclasses.replace(rc.train, finetune_when="always"))
+    print(f"{name}: baseline mAP@0.5 {b.map50:.4f}, constraint >= {b.map50 - rc.study.th:.4f}; fine-tuning "
+          f"{rc.train.finetune.steps} steps; node {rc.platform.node.name}", flush=True)
+    rows = []
+    for codec in ["raw", *args.codecs]:
+        for q in [0] if codec == "raw" else args.qualities:
+            p = DesignPoint(0, image_codec=codec, quality=q)
+            acc = evaluate_accuracy(p, base.model, train, val, needed, dev)
+            tuned = evaluate_accuracy(p, base.model, train, val, always, dev) if codec != "raw" else acc
+            r = {"codec": codec, "quality": q if q else "", "payload_B": acc.payload_mean_bytes["none"],
+                 "bits_per_pixel": 8 * acc.payload_mean_bytes["none"] / (val.images.shape[1] * val.images.shape[2]),
+                 "mAP50": acc.map50 if acc.finetune_steps == 0 else acc.map50_before_finetune,
+                 "mAP50_95": acc.map50_95 if acc.finetune_steps == 0 else float("nan"),
+                 "mAP50_finetuned": tuned.map50, "mAP50_95_finetuned": tuned.map50_95,
+                 "finetune_steps": tuned.finetune_steps}
+            for radio in rc.space.radios:
+                s = score(acc, radio, "none", pricing)
+                r[f"{radio}_mJ"], r[f"{radio}_ms"] = s.cost.node_energy_mj, s.cost.latency_ms
+                r["encode_mJ"] = s.cost.encode_mj
+            rows.append(r)
+            print(f"{codec:>5} q{q:<3} {r['payload_B']:>8.0f} B {r['bits_per_pixel']:.3f} bit/px  mAP@0.5 "
+                  f"{r['mAP50']:.4f} -> fine-tuned {r['mAP50_finetuned']:.4f}  encode {r['encode_mJ']:.3f} mJ",
+                  flush=True)
+    df = pd.DataFrame(rows)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(args.out, index=False)
+    md = args.out.with_suffix(".md")
+    md.write_text(f"# Coded image on the default data ({name}; baseline mAP@0.5 {b.map50:.4f}; node "
+                  f"{rc.platform.node.name})\n\nWritten by `python tests/benchmarks/bench_coded_image.py`.\n\n"
+                  + markdown(df) + "\n")
+    print(md.read_text())
+
+
+if __name__ == "__main__":
+    main()
