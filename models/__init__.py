@@ -2,12 +2,14 @@
 quantization, codec, pruning."""
 
 from models.codec import CODECS, PayloadError, decode, encode_detections, encode_features, packed_nbytes
-from models.darknet import Darknet, DarknetError, load_darknet, save_darknet
+from models.cut_points import CutPoint, CutTable, cut_points
+from models.darknet import Darknet, DarknetError
+from models.darknet_weights import load_darknet, save_darknet
 from models.detector import DetectorConfig
 from models.interface import ImageInterface, QuantInterface, calibrate
 from models.prune import CRITERIA, prune
-from models.split import PARTITIONS, CutPoint, CutTable, SplitModel, cut_points, split
-from models.tiny_yolov3 import TinyYOLOv3, TinyYOLOv3Config, layer_table
+from models.split import SplitModel, split
+from models.tiny_yolov3 import PARTITIONS, TinyYOLOv3, TinyYOLOv3Config, layer_table
 from models.yolo import YOLOHeadConfig, YOLOLoss, batched_nms, box_iou, nms, postprocess
 from models.yolo import decode as decode_heads
 

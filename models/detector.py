@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from models.darknet import DarknetCfg, DarknetError, LayerSpec, layer_specs, parse_cfg, single_tensor_cuts
+from models.darknet_cfg import DarknetCfg, DarknetError, LayerSpec, layer_specs, parse_cfg, single_tensor_cuts
 from models.yolo import BOX_STYLES, YOLOHeadConfig
 
 CFG_DIR = Path(__file__).parent / "cfg"

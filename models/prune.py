@@ -122,3 +122,24 @@ def prune(
             iface.enabled = enabled
         split_model.train(was_training)
     return done
+
+
+def load_pruned(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
+    """Load a pruned model's state dict into an unpruned skeleton of the same graph: every Conv2d and BatchNorm2d
+    takes the saved tensors' shapes (channel pruning changes nothing else), then ``load_state_dict`` (strict)
+    checks every other tensor."""
+    for name, m in model.named_modules():
+        pre = f"{name}." if name else ""
+        if isinstance(m, nn.Conv2d) and f"{pre}weight" in state_dict:
+            w = state_dict[f"{pre}weight"]
+            m.weight = nn.Parameter(torch.empty_like(w))
+            m.out_channels, m.in_channels = int(w.shape[0]), int(w.shape[1]) * m.groups
+            if m.bias is not None:
+                m.bias = nn.Parameter(torch.empty(w.shape[0]))
+        elif isinstance(m, nn.BatchNorm2d) and f"{pre}weight" in state_dict:
+            n = int(state_dict[f"{pre}weight"].shape[0])
+            m.num_features = n
+            m.weight, m.bias = nn.Parameter(torch.empty(n)), nn.Parameter(torch.empty(n))
+            m.running_mean, m.running_var = torch.zeros(n), torch.ones(n)
+    model.load_state_dict(state_dict)
+    return model

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.darknet import Darknet, LayerSpec
+from models.cut_points import conv_layer_macs  # noqa: F401 - re-exported (generic; it lived here)
+from models.darknet import Darknet
 from models.detector import DetectorConfig
 
 # Darknet yolov3-tiny anchors (w, h) in pixels at 416 px input; masks 3,4,5 -> 13x13 head, 0,1,2 -> 26x26.
@@ -22,8 +23,9 @@ DARKNET_INPUT = 416
 NUM_LAYERS = 24
 # The paper's partition points j = 0..6 as the last darknet layer on the node (-1: none): j=1..4 after the
 # max-pools 1, 3, 5, 7; j=5 after conv 8 (its output feeds max-pool 9 and route 20, so it is the last cut that
-# one tensor crosses); j=6 after the last layer. models.split.cut_points derives every other cut fact from it.
+# one tensor crosses); j=6 after the last layer. models.cut_points.cut_points derives every other cut fact from it.
 PARTITION_LAYERS: tuple[int, ...] = (-1, 1, 3, 5, 7, 8, NUM_LAYERS - 1)
+PARTITIONS: tuple[int, ...] = tuple(range(len(PARTITION_LAYERS)))  # the paper's j = 0..6
 
 
 def TinyYOLOv3Config(num_classes: int = 80, input_size: int = 416, width: float = 1.0,  # noqa: N802 - a config
@@ -64,21 +66,6 @@ class LayerInfo:
 def layer_table(cfg: DetectorConfig) -> list[LayerInfo]:
     """Output shape and MAC count of every darknet layer, from the config (no forward pass)."""
     return [LayerInfo(sp.index, sp.kind, sp.out[0], sp.out[1:], sp.macs) for sp in cfg.specs()]
-
-
-def conv_layer_macs(model_or_layers, cfg: DetectorConfig) -> dict[int, int]:
-    """MACs of every conv layer, read from the modules as they are now (after pruning too); spatial sizes never
-    change with channel pruning, so they come from the config's layer specs."""
-    specs: tuple[LayerSpec, ...] = cfg.specs()
-    layers = model_or_layers.items() if isinstance(model_or_layers, dict) else enumerate(model_or_layers)
-    out: dict[int, int] = {}
-    for i, layer in layers:
-        conv = getattr(layer, "conv", None)
-        if conv is not None:
-            h, w = specs[i].out[1:]
-            kh, kw = conv.kernel_size
-            out[i] = h * w * conv.out_channels * (conv.in_channels // conv.groups) * kh * kw
-    return out
 
 
 def count_parameters(model) -> int:

@@ -147,7 +147,7 @@ def load_baseline(model_cfg: DetectorConfig, weights: str | Path, class_names: l
     PyTorch state dict (``.pt``/``.pth``, loaded with ``weights_only=True``; a checkpoint dict with a
     ``state_dict``/``model`` entry is accepted). The class count of the cfg's ``[yolo]`` layers and of the weights
     must equal the data's."""
-    from models.darknet import read_weights
+    from models.darknet_weights import read_weights
 
     path = Path(weights).expanduser()
     if not path.is_file():

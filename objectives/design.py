@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from models.split import CutTable
+from models.cut_points import CutTable
 
 
 class PointFailed(RuntimeError):
@@ -75,3 +75,10 @@ class DesignPoint:
         if cut is not None and self.cut_keep < 1.0:
             out[cut] = float(self.cut_keep)
         return out
+
+
+def is_anchor(key: str) -> bool:
+    """Whether an accuracy key (:meth:`DesignPoint.accuracy_key`) is an unpruned point - the anchors the search
+    queues: no step 1/2 pruning in the key - or a coded image (j=0 with JPEG/WebP), the reference of every
+    comparison."""
+    return ";" not in key or key.endswith("crit=-") or key.startswith("j=0;img=")

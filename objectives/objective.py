@@ -12,12 +12,11 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from models import Darknet, YOLOLoss, cut_points, prune, split
 from models.split import SplitModel
-from objectives.accuracy import evaluate_map, ground_truth, payload_stats, predict, transmitted_map
+from objectives.accuracy import evaluate_map, payload_stats
 from objectives.costs import (
     CodecProfile,
     CostBreakdown,
@@ -33,7 +32,7 @@ from objectives.data.batches import Batches
 from objectives.data.synthetic import ImageSet
 from objectives.design import DesignPoint
 from objectives.finetune import finetune
-from objectives.metrics import average_precision
+from objectives.policy import Policy, before_finetune
 from objectives.settings import EvalConfig, ModelConfig, TrainSettings
 
 
@@ -60,9 +59,14 @@ class EvalSettings:
     required_map50: float | None = None
 
     @property
+    def policy(self) -> Policy:
+        """When a model is fine-tuned (:mod:`objectives.policy`)."""
+        return Policy(self.train, self.eval, self.required_map50)
+
+    @property
     def skips_finetune(self) -> bool:
         """Whether a model that already meets :attr:`required_map50` keeps its un-fine-tuned weights."""
-        return self.train.finetune_when == "needed" and self.required_map50 is not None
+        return self.policy.skips
 
 
 @dataclass(frozen=True)
@@ -109,87 +113,79 @@ def _images(data: ImageSet, n: int) -> torch.Tensor:
     return torch.from_numpy(data.images[:n]).permute(0, 3, 1, 2).float() / 255
 
 
-def _precheck(sm: SplitModel, val: ImageSet, s: EvalSettings, head, size: int,
-              device: torch.device) -> list[np.ndarray] | None:
-    """The subset check before the full set: None when the mAP@0.5 on the first ``eval.precheck_images``
-    validation images is more than ``eval.precheck_margin`` below the required one (the model is then fine-tuned
-    without its full-set score; a wrong None costs the fine-tuning time, never a wrong number), else those images'
-    detections, which the full set's score reuses (empty without a subset: 0 images, or the whole set)."""
-    ev = s.eval
-    if ev.precheck_images <= 0 or ev.precheck_images >= len(val):
-        return []
-    sub = val.subset(0, ev.precheck_images)
-    dets = predict(sm, sub, head, ev.conf_threshold, ev.nms_iou, device=device)
-    est = average_precision(dets, ground_truth(sub, size), head.num_classes).map50
-    return dets if est >= s.required_map50 - ev.precheck_margin else None
+@dataclass
+class Measurement:
+    """One measured design point: its result, the trained split model (on the CPU) and the kept channel indices of
+    every pruned conv (darknet conv -> indices into its unpruned outputs), for keeping the weights."""
+
+    result: AccuracyResult
+    model: SplitModel
+    kept: dict[int, list[int]]
 
 
-def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSet,
-                      s: EvalSettings, device: torch.device, trained: dict | None = None) -> AccuracyResult:
-    """Split, calibrate, prune (step 1 + 2), fine-tune and measure one design point. With ``trained`` (a dict), it
-    also receives the trained split model (``model``, on the CPU) and the kept channel indices of every pruned
-    conv (``kept``), for keeping the weights."""
-    t0 = time.time()
-    phases: dict[str, float] = {}
-    clock = [t0]
+class _Laps:
+    """Wall time per phase: each lap adds the time since the previous one to its phase."""
 
-    def lap(name: str) -> None:  # wall time since the previous lap, added to ``name``
+    def __init__(self) -> None:
+        self.start = self.last = time.time()
+        self.phases: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
         now = time.time()
-        phases[name] = phases.get(name, 0.0) + now - clock[0]
-        clock[0] = now
+        self.phases[name] = self.phases.get(name, 0.0) + now - self.last
+        self.last = now
 
+
+def _prune(point: DesignPoint, sm: SplitModel, table, train: ImageSet, calib: torch.Tensor, s: EvalSettings,
+           device: torch.device) -> tuple[dict[int, list[int]], dict[str, list[int]]]:
+    """Steps 1 + 2 and the re-calibration of the changed cut: (kept indices per conv, (before, after) channels per
+    conv); empty where nothing is pruned."""
+    keep = point.keep_map(table)
+    if not keep:
+        return {}, {}
+    loss_fn = None
+    if point.criterion == "taylor":
+        yl = YOLOLoss(sm.cfg.head(), sm.cfg.input_size)
+        imgs, targets = next(iter(Batches(train, 32, device=device)))
+        loss_fn = lambda m: yl(m(imgs), targets)[0]  # noqa: E731
+    sm.to(device)
+    kept_idx: dict[int, list[int]] = {}
+    done = prune(sm, keep, point.criterion, example_input=calib[:1].to(device), loss_fn=loss_fn, kept=kept_idx)
+    sm.calibrate(calib, device, s.model.range_percentile)  # the cut feature changed: re-calibrate mu and max
+    return kept_idx, {str(k): [int(a), int(b)] for k, (a, b) in done.items()}
+
+
+def measure(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSet, s: EvalSettings,
+            device: torch.device) -> Measurement:
+    """Split, calibrate, prune (step 1 + 2), fine-tune where the policy says (:mod:`objectives.policy`) and measure
+    one design point."""
+    laps = _Laps()
     cfg, ev = baseline.cfg, s.eval
     head, table = cfg.head(), cut_points(cfg)
     sm = split(baseline, point.j, bits=point.bits, recon=s.model.recon,
                image_codec=point.image_codec if point.coded_image else None, quality=point.quality)
     calib = _images(train, ev.calib_images)
     sm.calibrate(calib, device, s.model.range_percentile)
-    lap("calibrate")
-    keep = point.keep_map(table)
-    kept: dict[str, list[int]] = {}
-    if keep:
-        loss_fn = None
-        if point.criterion == "taylor":
-            yl = YOLOLoss(head, cfg.input_size)
-            imgs, targets = next(iter(Batches(train, 32, device=device)))
-            loss_fn = lambda m: yl(m(imgs), targets)[0]  # noqa: E731
-        sm.to(device)
-        kept_idx: dict[int, list[int]] = {}
-        done = prune(sm, keep, point.criterion, example_input=calib[:1].to(device), loss_fn=loss_fn, kept=kept_idx)
-        if trained is not None:
-            trained["kept"] = kept_idx
-        kept = {str(k): [int(a), int(b)] for k, (a, b) in done.items()}
-        sm.calibrate(calib, device, s.model.range_percentile)  # the cut feature changed: re-calibrate mu and max
-        lap("prune")
-    tune = s.train.finetune_enabled and sm.adapts
-    skip = False
-    before = float("nan")
-    needed = tune and s.skips_finetune  # scored first, fine-tuned only below the requirement
-    first = None if not needed else [] if ev.before_finetune else _precheck(sm, val, s, head, cfg.input_size, device)
-    if sm.cut_point.sends_detections:  # the edge only ever gets what the node sends: score it on that
-        r = transmitted_map(sm, val, head, cfg.input_size, ev.payload_conf_threshold, ev.nms_iou, device)
-        before = r.map50
-    elif not tune or ev.before_finetune or first is not None:
-        r = evaluate_map(sm, val, head, cfg.input_size, ev.conf_threshold, ev.nms_iou, device, first=first or [])
-        before = r.map50
-        skip = needed and r.map50 >= s.required_map50
-    lap("evaluate")
-    ft_seconds, ft_steps = 0.0, 0
-    if tune and not skip:
+    laps.lap("calibrate")
+    kept_idx, kept = _prune(point, sm, table, train, calib, s, device)
+    if kept_idx:
+        laps.lap("prune")
+    policy = s.policy
+    before = before_finetune(sm, val, policy, head, cfg.input_size, device)
+    laps.lap("evaluate")
+    r, ft_seconds, ft_steps = before.score, 0.0, 0
+    if not before.keep:
         sm, stats = finetune(sm, baseline, train, s.train.finetune, device, s.train.distill, progress=s.progress,
                              adapt=s.train.adapt)
         ft_seconds, ft_steps = stats["seconds"], int(stats["steps"])
-        lap("finetune")
+        laps.lap("finetune")
         r = evaluate_map(sm, val, head, cfg.input_size, ev.conf_threshold, ev.nms_iou, device)
-        lap("evaluate")
+        laps.lap("evaluate")
     ps = payload_stats(sm, val.subset(0, ev.payload_images), s.codecs, head=head,
                        conf_threshold=ev.payload_conf_threshold, nms_iou=ev.nms_iou, device=device)
-    lap("payload")
+    laps.lap("payload")
     macs = sm.macs()
     sm.cpu()
-    if trained is not None:
-        trained["model"] = sm
-        trained.setdefault("kept", {})
     c, h, w = sm.cut_shape()
     weights = sum(p.numel() for p in sm.node.parameters())
     edge_ms = None
@@ -197,20 +193,27 @@ def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, va
         example = None if sm.cut_point.sends_detections else sm.node(calib[:1])
         edge_ms = time_edge_ms(sm.edge.to(device), sm.interface(example).to(device)) if example is not None else 0.0
     peak = sm.node_peak_activation(calib)
-    lap("macs_memory")
-    return AccuracyResult(
+    laps.lap("macs_memory")
+    result = AccuracyResult(
         key=point.accuracy_key(table), j=point.j, map50=r.map50, map50_95=r.map50_95,
-        map50_before_finetune=before,
+        map50_before_finetune=before.score.map50 if before.score is not None else float("nan"),
         node_macs=macs.node, edge_macs=macs.edge,
         node_macs_per_layer={str(k): int(v) for k, v in macs.node_per_layer.items()},
         cut_shape=[c, h, w], feature_values=c * h * w if sm.cut_point.is_split else 0, raw_bytes=ps.raw_bytes,
         payload_mean_bytes=ps.mean_bytes, payload_max_bytes=ps.max_bytes, entropy_bytes=ps.entropy_bytes,
         best_codec=ps.best_codec, weight_count=int(weights), peak_activation_values=peak,
-        kept_channels=kept, finetune_seconds=ft_seconds, finetune_steps=ft_steps, finetune_skipped=skip,
+        kept_channels=kept, finetune_seconds=ft_seconds, finetune_steps=ft_steps,
+        finetune_skipped=policy.tunes(sm) and before.keep,
         image_codec=point.image_codec if point.coded_image else "", quality=point.quality if point.coded_image else 0,
-        seconds=time.time() - t0,
-        edge_measured_ms=edge_ms, phase_seconds=phases,
+        seconds=time.time() - laps.start, edge_measured_ms=edge_ms, phase_seconds=laps.phases,
     )
+    return Measurement(result, sm, kept_idx)
+
+
+def evaluate_accuracy(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSet,
+                      s: EvalSettings, device: torch.device) -> AccuracyResult:
+    """:func:`measure`'s result alone (the trained model is dropped)."""
+    return measure(point, baseline, train, val, s, device).result
 
 
 def node_work(acc: AccuracyResult, codec: str) -> NodeWork:

@@ -7,10 +7,15 @@ with ``search.config.compose([...overrides])``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import List, Optional  # noqa: UP035 - typing generics for the config builder
 
 from objectives.data.batches import AugmentConfig
+
+# Field metadata: whether a setting changes measured results (the study's and the design table's settings identity,
+# search.settings). Absent: always. "never": it does not (the final training's budget). "when finetune_when=needed":
+# only under that policy (the subset check, which `always` never reads).
+RESULTS = "affects_results"
 
 
 @dataclass(frozen=True)
@@ -108,7 +113,7 @@ class TrainSettings:
 
     baseline: TrainConfig
     finetune: TrainConfig
-    final: TrainConfig
+    final: TrainConfig = field(metadata={RESULTS: "never"})  # the final training's budget, not the search's
     distill: DistillConfig
     adapt: AdaptConfig
     finetune_enabled: bool
@@ -177,8 +182,8 @@ class EvalConfig:
     calib_images: int
     payload_images: int
     before_finetune: bool
-    precheck_images: int
-    precheck_margin: float
+    precheck_images: int = field(metadata={RESULTS: "when finetune_when=needed"})  # read only by `needed`
+    precheck_margin: float = field(metadata={RESULTS: "when finetune_when=needed"})
 
     def __post_init__(self) -> None:
         for k in ("conf_threshold", "nms_iou", "payload_conf_threshold"):

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.split import CutTable
+from models.cut_points import CutTable
 from objectives.design import DesignPoint, PointFailed
 from objectives.objective import AccuracyResult
 

@@ -15,11 +15,11 @@ from objectives.table import DesignTable
 from search import study as lifecycle
 from search.config import RunConfig
 from search.convergence import by_evaluation, feasible, hypervolume, reference_point
-from search.finalize import pareto_front
+from search.drivers import drive, enqueue_anchors
 from search.objective import Objective, Pricing, score
-from search.record import TrialRecord
-from search.run import drive, enqueue_anchors
+from search.record import DIRECTIONS, TrialRecord
 from search.space import distributions_of
+from search.view import pareto_front
 
 SAMPLERS = {  # name -> (study.sampler, study.protocol). tpe_cl is what the default study runs: TPE as configured, with
     # constant_liar, which make_sampler turns on for a study other workers may join (it only acts on concurrent
@@ -69,7 +69,7 @@ def run_one(rc: RunConfig, design: DesignTable, pricing: Pricing,
     """One study of ``rc.study.n_trials`` evaluations (or the paper protocol's grid), in memory, through the search
     drivers; returns its trials."""
     sampler = lifecycle.make_sampler(rc)
-    study = optuna.create_study(directions=["minimize", "minimize"], sampler=sampler)
+    study = optuna.create_study(directions=list(DIRECTIONS), sampler=sampler)
     objective = Objective(study, rc.space, design.cut, pricing, design.lookup, codecs)
     enqueue_anchors(rc, study, design.cut)
     drive(rc, study, objective, design.cut, pricing.baseline_map50)

@@ -19,8 +19,8 @@ import numpy as np
 from optuna._hypervolume import compute_hypervolume
 from optuna.trial import FrozenTrial, TrialState
 
-from search.finalize import constraints_of
 from search.record import TrialRecord
+from search.view import constraints_of
 
 
 def feasible(t: FrozenTrial) -> bool:

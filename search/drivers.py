@@ -11,13 +11,15 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from models.split import CutTable
+from models.cut_points import CutTable
 from objectives.design import DesignPoint, PointFailed
+from objectives.objective import constraint_value
 from search import record, workers
+from search import study as lifecycle
 from search.config import RunConfig
 from search.objective import Objective
 from search.record import TrialRecord
-from search.space import baseline_points, params_of
+from search.space import baseline_points, params_of, point_of
 
 
 class StopWhen:
@@ -150,19 +152,19 @@ def paper_step2_points(rc: RunConfig, study: optuna.Study, table: CutTable, base
     of ``study.paper_ratios`` (Eq. 9/10)."""
     codec, radio = rc.space.codecs[0], rc.space.radios[0]
     pts = []
+    done = [(point_of(t.params, rc.space, table), r) for t in study.get_trials(deepcopy=False,
+                                                                                 states=(TrialState.COMPLETE,))
+            if (r := TrialRecord.from_trial(t)).is_primary]
     for j in (j for j in rc.space.partitions if table[j].earlier_convs):
-        cands = [(t, r) for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                 if (r := TrialRecord.from_trial(t)).is_primary and t.params.get("j") == j
-                 and all(v >= 1.0 for k, v in t.params.items() if k.startswith("keep_L"))
-                 and r.mAP50 is not None and r.mAP50 >= base_map - rc.study.th]
+        cands = [(p, r) for p, r in done if p.j == j and all(k >= 1.0 for _, k in p.layer_keep)
+                 and r.mAP50 is not None and constraint_value(r.mAP50, base_map, rc.study.th) <= 0]
         if not cands:
             print(f"paper protocol: no feasible step-1 point at j={j}; step 2 skipped there", flush=True)
             continue
-        best, _ = min(cands, key=lambda tr: (tr[1].payload_bytes, -tr[1].mAP50))
+        best, _ = min(cands, key=lambda pr: (pr[1].payload_bytes, -pr[1].mAP50))
         for ratio in rc.study.paper_ratios:
-            pts.append(DesignPoint(j, int(best.params.get("bits", 1)), float(best.params.get("keep_cut", 1.0)),
-                                   tuple((e, float(ratio)) for e in table[j].earlier_convs), rc.space.criteria[0],
-                                   codec, radio))
+            earlier = tuple((e, float(ratio)) for e in table[j].earlier_convs)
+            pts.append(DesignPoint(j, best.bits, best.cut_keep, earlier, rc.space.criteria[0], codec, radio))
     return pts
 
 
@@ -172,3 +174,16 @@ def paper_protocol(rc: RunConfig, study: optuna.Study, objective: Objective, tab
     _run_queue(rc, study, objective, paper_step1_points(rc, table), table, "paper step 1")
     _run_queue(rc, study, objective, paper_step2_points(rc, study, table, base_map), table, "paper step 2")
     return record.count_primaries(study)
+
+
+def enqueue_anchors(rc: RunConfig, study: optuna.Study, table: CutTable) -> None:
+    """``study.enqueue_baselines``: j=0, j=6 and every unpruned split point first (once per study)."""
+    if rc.study.enqueue_baselines:
+        lifecycle.enqueue_once(study, [params_of(p, rc.space, table) for p in baseline_points(rc.space, table)])
+
+
+def drive(rc: RunConfig, study: optuna.Study, objective: Objective, table: CutTable, base_map: float) -> int:
+    """Run the study's protocol: the sampler loop, or the paper's grid."""
+    if rc.study.protocol == "paper":
+        return paper_protocol(rc, study, objective, table, base_map)
+    return sampler_loop(rc, study, objective)

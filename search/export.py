@@ -14,58 +14,16 @@ import math
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import optuna
 import pandas as pd
 import plotly.graph_objects as go
-from optuna.trial import TrialState
 
 from search import versus
-from search.finalize import judged, pareto_front, resolve_fidelity, with_finals
 from search.record import StudyRecord, TrialRecord
-
-
-@dataclass(frozen=True)
-class StudyView:
-    """What the exports read of a study.
-
-    Attributes:
-        study: the search study.
-        trials: all its trials, complete ones judged at ``th`` (trials.csv: search-time numbers).
-        pool: its complete trials at ``fidelity`` - the front is built from these.
-        finals: the complete final trials (``<name>.final``), empty when the study was never finalized.
-        fidelity: ``search`` or ``final`` (resolved from ``auto``).
-        th: the threshold feasibility is judged at (None: as stored by each trial).
-    """
-
-    study: optuna.Study
-    trials: list[optuna.trial.FrozenTrial]
-    pool: list[optuna.trial.FrozenTrial]
-    finals: list[optuna.trial.FrozenTrial]
-    fidelity: str
-    th: float | None
-
-
-def study_view(study: optuna.Study, final_study: optuna.Study | None = None, th: float | None = None,
-               fidelity: str = "search") -> StudyView:
-    finals = final_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if final_study else []
-    fid = resolve_fidelity(fidelity, finals)
-    if th is None and fid == "final":
-        raise ValueError("a final-fidelity view needs the threshold to judge final trials at")
-    trials = study.get_trials(deepcopy=False)
-    if th is not None:
-        trials, finals = [judged(t, th) for t in trials], [judged(t, th) for t in finals]
-    pool = [t for t in trials if t.state == TrialState.COMPLETE]
-    if fid == "final":
-        pool = with_finals(pool, finals)
-    return StudyView(study, trials, pool, finals, fid, th)
-
-
-def as_view(study: optuna.Study | StudyView) -> StudyView:
-    return study if isinstance(study, StudyView) else study_view(study)
+from search.view import StudyView, as_view, pareto_front
 
 
 def trial_row(t: optuna.trial.FrozenTrial, param_columns: tuple[str, ...]) -> dict[str, Any]:

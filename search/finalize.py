@@ -14,7 +14,7 @@ the dashboard shows ``<name>.final`` as a study of its own (its own Pareto front
 settings (it is resumable after a kill at any point: a model is trained again only when none of its final trials
 was stored).
 
-The exports (``search.export.study_view``) read both studies once: every complete trial with its constraint
+The exports (``search.view.study_view``) read both studies once: every complete trial with its constraint
 judged at the configured ``study.th`` (:func:`judged`), and with ``export.fidelity=final`` the final trial's
 numbers in place of the search-time ones wherever they exist (:func:`with_finals`; the row says
 ``fidelity: final``).
@@ -22,7 +22,6 @@ numbers in place of the search-time ones wherever they exist (:func:`with_finals
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from collections.abc import Callable
@@ -33,10 +32,12 @@ from optuna.trial import FrozenTrial, TrialState
 
 from objectives.fit import TrainingDiverged
 from objectives.objective import AccuracyResult, constraint_value
-from search.record import FINAL, TrialRecord, legacy_constraints
+from search.profiles import ConfigError
+from search.record import DIRECTIONS, FINAL, OBJECTIVES, StudyRecord, TrialRecord
+from search.settings import difference, digest
+from search.view import judged, pareto_front
 
 SUFFIX = ".final"
-OBJECTIVES = ("node_energy_mJ", "latency_ms")
 
 
 def final_name(study_name: str) -> str:
@@ -53,96 +54,14 @@ def load_final(storage: optuna.storages.BaseStorage, study_name: str) -> optuna.
 
 def open_final(storage: optuna.storages.BaseStorage, study: optuna.Study) -> optuna.Study:
     fs = optuna.create_study(study_name=final_name(study.study_name), storage=storage,
-                             directions=["minimize", "minimize"], load_if_exists=True)
+                             directions=list(DIRECTIONS), load_if_exists=True)
     fs.set_metric_names(list(OBJECTIVES))
     fs.set_user_attr("search_study", study.study_name)
     return fs
 
 
 def settings_digest(settings: str) -> str:
-    return hashlib.sha256(settings.encode()).hexdigest()[:12]
-
-
-# ------------------------------------------------------------------------------------------ judging and fronts
-
-
-def judged(t: FrozenTrial, th: float) -> FrozenTrial:
-    """Complete trial ``t`` with its mAP constraint (Eq. 4) judged at ``th``: ``t`` itself when nothing changes,
-    else a copy (same number) whose constraints and record (``constraint``, ``feasible``, ``infeasible_reason``)
-    say what they would have said had the trial run at ``th``."""
-    r = TrialRecord.from_trial(t)
-    if t.state != TrialState.COMPLETE or r.mAP50 is None or r.baseline_mAP50 is None:
-        return t
-    c_map = constraint_value(r.mAP50, r.baseline_mAP50, th)
-    if r.constraint is not None and c_map == r.constraint:
-        return t
-    platform = float(t.constraints.get("platform", 0.0))
-    cons = {"map50_drop": c_map, "platform": platform}
-    reason = r.infeasible_reason if platform > 0 else ("" if c_map <= 0 else "mAP below baseline - th")
-    user = {**t.user_attrs, "constraint": c_map, "feasible": c_map <= 0 and platform <= 0, "infeasible_reason": reason}
-    return _copy(t, user, cons)
-
-
-def _copy(t: FrozenTrial, user_attrs: dict, constraints: dict[str, float], number: int | None = None) -> FrozenTrial:
-    """A complete copy of ``t`` (for the exports' fronts and rows) through Optuna's public ``create_trial``, with
-    ``constraints`` and the dashboard's legacy list of them as its only system attrs: nothing downstream reads the
-    others, and ``create_trial`` would keep the constraints ``t`` already holds over the new ones."""
-    c = optuna.trial.create_trial(params=t.params, distributions=t.distributions, values=t.values,
-                                  user_attrs=user_attrs, system_attrs=legacy_constraints(constraints),
-                                  constraints=constraints)
-    c.number = t.number if number is None else number
-    c.datetime_start, c.datetime_complete = t.datetime_start, t.datetime_complete
-    return c
-
-
-def constraints_of(t: FrozenTrial) -> dict[str, float]:
-    """The named constraints (Optuna also reads the dashboard's legacy list, as '0', '1')."""
-    return {k: v for k, v in t.constraints.items() if not k.isdigit()}
-
-
-def pareto_front(trials: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The feasible Pareto front of ``trials`` (complete, both objectives minimized), by Optuna's own
-    constraint-aware ``best_trials`` on an in-memory study; returns the given trial objects."""
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    if not complete:
-        return []
-    mem = optuna.create_study(directions=["minimize", "minimize"])
-    mem.add_trials(complete)  # numbered 0..n-1 in the order given
-    return [complete[t.number] for t in mem.best_trials]
-
-
-def latest_finals(finals: list[FrozenTrial]) -> dict[tuple[str, str, str], FrozenTrial]:
-    """(accuracy key, radio, codec) -> the newest of the complete final trials ``finals``."""
-    out: dict[tuple[str, str, str], FrozenTrial] = {}
-    for t in finals:
-        r = TrialRecord.from_trial(t)
-        if r.accuracy_key and t.state == TrialState.COMPLETE:
-            out[(r.accuracy_key, r.radio, r.codec)] = t
-    return out
-
-
-def with_finals(trials: list[FrozenTrial], finals: list[FrozenTrial]) -> list[FrozenTrial]:
-    """The search study's complete ``trials``, each replaced by its final trial where ``finals`` has one: a copy
-    numbered like the trial it re-trained, with that trial's role and parent, ``fidelity: final`` and
-    ``final_trial`` (both lists judged at the same th)."""
-    latest = latest_finals(finals)
-    out = []
-    for t in trials:
-        r = TrialRecord.from_trial(t)
-        f = latest.get((r.accuracy_key, r.radio, r.codec))
-        if f is None:
-            out.append(t)
-            continue
-        user = {**f.user_attrs, "role": r.role, "parent": r.parent, "fidelity": "final", "final_trial": f.number}
-        out.append(_copy(f, user, constraints_of(f), number=t.number))
-    return out
-
-
-def resolve_fidelity(fidelity: str, finals: list[FrozenTrial]) -> str:
-    """``auto``: final once the study has complete final trials ``finals``, else search."""
-    if fidelity != "auto":
-        return fidelity
-    return "final" if finals else "search"
+    return digest(settings)
 
 
 # ------------------------------------------------------------------------------------------ which points
@@ -290,3 +209,63 @@ def agreement(search: list[float], final: list[float], keys: list[str], threshol
     up = tuple(k for k, s, f in zip(keys, search, final, strict=True) if s < threshold <= f)
     down = tuple(k for k, s, f in zip(keys, search, final, strict=True) if f < threshold <= s)
     return Agreement(n, tau, sum(map(abs, diffs)) / n if n else math.nan, sum(diffs) / n if n else math.nan, up, down)
+
+
+# ------------------------------------------------------------------------------------------ the mode
+
+
+def finalize_run(wb, study: optuna.Study, storage) -> list[Finalized]:
+    """``mode=finalize``: re-train the front (and the models just below the threshold) with ``train.final`` and
+    store the results in ``<study>.final``; prints the agreement with the search. ``wb``: the run's
+    :class:`search.workbench.Workbench`."""
+    from objectives.objective import measure
+    from search.deploy.store import WeightStore
+    from search.objective import score
+    from search.space import point_of
+    from search.workbench import final_training
+
+    t0, rc = time.time(), wb.rc
+    rec = StudyRecord.of(study)
+    if rec.baseline_mAP50 is None:
+        raise ConfigError(f"finalize: study {rc.study.name} has no measured baseline (run it first)")
+    model_name, searched = wb.model_name, wb.settings()
+    diff = difference(rec.accuracy_settings, rc, model_name)
+    if diff:
+        raise ConfigError(f"finalize: the data/model/train/eval settings differ from those study {rc.study.name} was "
+                          f"measured with (first difference: {diff}; model now: {model_name}; study: {rec.model}); "
+                          f"finalize with the study's settings")
+    table = wb.cut
+    trials = [judged(t, rc.study.th) for t in study.get_trials(deepcopy=False,
+                                                                 states=(optuna.trial.TrialState.COMPLETE,))]
+    cands = candidates(trials, rc.finalize.margin, rc.finalize.max_points)
+    names = {(r.radio, r.codec) for t in trials if (r := TrialRecord.from_trial(t)).radio}
+    settings, pricing = wb.measuring(float(rec.baseline_mAP50), final_training(rc.train),
+                                     radios={r for r, _ in names}, codecs={c for _, c in names})
+    store = WeightStore(wb.export_dir / "final-models")
+
+    def train_one(t: optuna.trial.FrozenTrial):
+        point = point_of(t.params, rc.space, table)
+        m = measure(point, wb.baseline.model, wb.train, wb.val, settings, wb.device)
+        store.save(m.result.key, m.model, m.kept)
+        return m.result
+
+    budget = (f"{rc.train.final.steps} steps" if rc.train.final.steps > 0 else f"{rc.train.final.epochs:g} epochs")
+    n_front = sum(c.on_front for c in cands)
+    print(f"finalize: {len(cands)} models ({n_front} on the feasible front at th={rc.study.th:g}, "
+          f"{len(cands) - n_front} within finalize.margin={rc.finalize.margin:g} below the threshold "
+          f"{rec.baseline_mAP50 - rc.study.th:.4f}; finalize.max_points={rc.finalize.max_points}), train.final: "
+          f"{budget}; results in study {final_name(rc.study.name)}", flush=True)
+    fs = open_final(storage, study)
+    done = finalize(study, fs, cands, f"{searched} final={rc.train.final!r}", rc.study.th, train_one,
+                    lambda acc, radio, codec, **kw: score(acc, radio, codec, pricing, **kw),
+                    log=lambda m: print(m, flush=True))
+    trained = [f.seconds for f in done if f.trained]
+    if done:
+        a = agreement([f.mAP50_search for f in done], [f.mAP50_final for f in done], [f.key for f in done],
+                      rec.baseline_mAP50 - rc.study.th)
+        print(f"finalize: {len(trained)} models trained ({len(done) - len(trained)} stored before), "
+              + (f"median {sorted(trained)[len(trained) // 2]:.0f} s each, " if trained else "")
+              + f"{time.time() - t0:.0f} s in all; search vs final mAP@0.5: Kendall tau {a.kendall_tau:.3f}, mean "
+              f"|change| {a.mean_abs_change:.4f} (mean {a.mean_change:+.4f}); now feasible: "
+              f"{len(a.became_feasible)}, now infeasible: {len(a.became_infeasible)}", flush=True)
+    return done

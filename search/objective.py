@@ -20,7 +20,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
-from models.split import CutTable
+from models.cut_points import CutTable
 from objectives.costs import (
     CodecProfile,
     CostBreakdown,

@@ -16,9 +16,13 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
+from objectives.design import is_anchor
 from objectives.objective import AccuracyResult
 
 PRIMARY, SIBLING, FINAL = "primary", "sibling", "final"
+# The study's objectives (both minimized), declared once: every study, in-memory front and export uses these.
+OBJECTIVES = ("node_energy_mJ", "latency_ms")
+DIRECTIONS = ("minimize", "minimize")
 # The system attr optuna-dashboard 0.21 reads for feasibility (a list); Optuna 5 keeps constraints elsewhere.
 LEGACY_CONSTRAINTS = "constraints"
 
@@ -242,7 +246,7 @@ def front_keys(study: optuna.Study) -> set[str]:
 
 def anchor_keys(study: optuna.Study) -> set[str]:
     """Accuracy keys of the unpruned evaluated points (j=0, the all-node point and each unpruned split)."""
-    from search.deploy.store import is_anchor
+
 
     return {r.accuracy.key for r in records(study, (TrialState.COMPLETE,))
             if r.accuracy is not None and is_anchor(r.accuracy.key)}

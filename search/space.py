@@ -6,8 +6,8 @@ from typing import Any
 
 import optuna
 
+from models.cut_points import CutTable
 from models.image_codec import IMAGE_CODECS, RAW
-from models.split import CutTable
 from objectives.design import DesignPoint
 from search.config import SpaceConfig
 
@@ -96,35 +96,45 @@ def params_of(point: DesignPoint, space: SpaceConfig, table: CutTable) -> dict[s
     return p
 
 
+class _Recorder:
+    """A trial that answers ``suggest_*`` from fixed parameters and records the distribution of each call - so the
+    ranges exist in one place, :func:`suggest`. A parameter the caller left out is answered with its range's upper
+    end (an unpruned ratio), so a partial set of parameters still follows the conditional space."""
+
+    def __init__(self, params: dict[str, Any]) -> None:
+        self.params = params
+        self.distributions: dict[str, optuna.distributions.BaseDistribution] = {}
+
+    def _take(self, name: str, dist: optuna.distributions.BaseDistribution, missing: Any) -> Any:
+        self.distributions[name] = dist
+        return self.params.get(name, missing)
+
+    def suggest_categorical(self, name: str, choices) -> Any:
+        return self._take(name, optuna.distributions.CategoricalDistribution(choices), choices[0])
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> Any:
+        return self._take(name, optuna.distributions.FloatDistribution(low, high, step=step, log=log), high)
+
+    def suggest_int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> Any:
+        return self._take(name, optuna.distributions.IntDistribution(low, high, step=step, log=log), high)
+
+
 def distributions_of(params: dict[str, Any], space: SpaceConfig,
                      table: CutTable) -> dict[str, optuna.distributions.BaseDistribution]:
-    """Optuna distributions of the given parameter names (for ``optuna.trial.create_trial``)."""
-    d: dict[str, optuna.distributions.BaseDistribution] = {}
-    for k in params:
-        if k == "j":
-            d[k] = optuna.distributions.CategoricalDistribution(space.partitions)
-        elif k == "bits":
-            d[k] = optuna.distributions.CategoricalDistribution(space.bits)
-        elif k == "keep_cut":
-            d[k] = optuna.distributions.FloatDistribution(space.cut_keep.low, space.cut_keep.high,
-                                                          log=space.cut_keep.log)
-        elif k in {f"keep_L{c}" for c in table.earlier_convs} | {SHARED_KEEP}:
-            d[k] = optuna.distributions.FloatDistribution(space.layer_keep.low, space.layer_keep.high,
-                                                          log=space.layer_keep.log)
-        elif k == "criterion":
-            d[k] = optuna.distributions.CategoricalDistribution(space.criteria)
-        elif k == "codec":
-            d[k] = optuna.distributions.CategoricalDistribution(space.codecs)
-        elif k == IMAGE_CODEC:
-            d[k] = optuna.distributions.CategoricalDistribution(space.image_codecs)
-        elif k in {quality_param(c) for c in IMAGE_CODECS}:
-            q = space.image_quality
-            d[k] = optuna.distributions.IntDistribution(q.low, q.high, step=q.step)
-        elif k == "radio":
-            d[k] = optuna.distributions.CategoricalDistribution(space.radios)
-        else:
-            raise KeyError(f"unknown parameter {k!r}")
-    return d
+    """Optuna distributions of the given parameters (for ``optuna.trial.create_trial``), as :func:`suggest` declares
+    them for that point."""
+    full = params
+    if "j" in params and table[int(params["j"])].sends_image and IMAGE_CODEC not in params:
+        full = {**params, IMAGE_CODEC: RAW}  # a trial from before image_codec existed
+    if "j" not in full:  # a parameter set without j has no conditional part: any point declares the rest
+        full = {**full, "j": space.partitions[0]}
+    rec = _Recorder(full)
+    suggest(rec, space, table)  # type: ignore[arg-type] - the suggest_* calls are all it needs of a trial
+    unknown = sorted(set(params) - set(rec.distributions))
+    if unknown:
+        raise KeyError(f"unknown parameter {unknown[0]!r}")
+    return {k: rec.distributions[k] for k in params}
 
 
 def baseline_points(space: SpaceConfig, table: CutTable, bits: int | None = None) -> list[DesignPoint]:

@@ -13,13 +13,13 @@ from optuna.trial import TrialState
 
 from objectives.accuracy import evaluate_map
 from objectives.data.synthetic import ImageSet
+from search import settings
 from search.config import RunConfig
 from search.profiles import ConfigError
-from search.record import StudyRecord, TrialRecord
+from search.record import DIRECTIONS, OBJECTIVES, StudyRecord, TrialRecord
 from search.workers import AttrHeartbeat, maybe_alive, reap_stale, retry
 
 log = logging.getLogger(__name__)
-OBJECTIVES = ("node_energy_mJ", "latency_ms")
 
 
 def make_sampler(rc: RunConfig, worker: int = 0) -> optuna.samplers.BaseSampler:
@@ -55,33 +55,20 @@ def open_study(rc: RunConfig, storage: optuna.storages.BaseStorage, sampler: opt
     """Create or resume the study; warn when it was created with another space or measured with other settings.
     ``model`` names the baseline (its weights' digest), so other weights under the same path count as a change."""
     study = optuna.create_study(study_name=rc.study.name, storage=storage, sampler=sampler,
-                                directions=["minimize", "minimize"], load_if_exists=True)
+                                directions=list(DIRECTIONS), load_if_exists=True)
     study.set_metric_names(list(OBJECTIVES))
     old = StudyRecord.of(study)
     space = repr(rc.space)
-    measured_with = search_settings(rc, model)
+    measured_with = settings.search_settings(rc, model)
     if old.space not in (None, space):
         log.warning("the space differs from the one this study was created with; old trials are kept")
-    if old.accuracy_settings not in (None, measured_with):
-        log.warning("data/model/train/eval settings differ from those this study's trials were measured with; old "
-                    "trials are kept and a repeated design point reuses their results - use a new study.name to "
-                    "measure again")
+    diff = settings.difference(old.accuracy_settings, rc, model)
+    if diff:
+        log.warning(f"data/model/train/eval settings differ from those this study's trials were measured with "
+                    f"({diff}); old trials are kept and a repeated design point reuses their results - use a new "
+                    f"study.name to measure again")
     StudyRecord(space=space, accuracy_settings=measured_with).save(study)
     return study
-
-
-def search_settings(rc: RunConfig, model: str) -> str:
-    """What a search-time accuracy result depends on (data, model, train, eval, the baseline's name), as the repr
-    the study keeps. ``train.final`` is left out: it is the final training's budget (``mode=finalize``), which
-    search-time results do not depend on (a study from before it existed keeps the same repr); so are
-    ``train.finetune_when=always`` and the ``eval.precheck_*`` keys that only ``needed`` reads (a study or design
-    table measured before they existed, which fine-tuned every model, keeps its repr)."""
-    train, ev = repr(rc.train).replace(f"final={rc.train.final!r}, ", ""), repr(rc.eval)
-    if rc.train.finetune_when == "always":  # every model fine-tuned: the subset check is never used, and the repr is
-        train = train.replace(", finetune_when='always'", "")  # that of the results measured before it existed
-        ev = ev.replace(f", precheck_images={rc.eval.precheck_images!r}, precheck_margin={rc.eval.precheck_margin!r}",
-                        "")
-    return f"({rc.data!r}, {rc.model!r}, {train}, {ev}, {model!r})"
 
 
 def worker_index(rc: RunConfig, study: optuna.Study) -> int:

@@ -97,16 +97,15 @@ def fake_table(path, rc, model: str = "fake-model (tests/helpers.fake_table)", p
     that matches ``rc``'s settings (so ``table=path`` is accepted with the same overrides). Returns the cut table."""
     from models import cut_points
     from objectives.table import GRID_BITS, GRID_COUNTS, GRID_LEVELS, grid_points, row_of, write_csv
-    from search import study as lifecycle
-    from search.finalize import settings_digest
-    from search.run import model_config
+    from search.settings import digest, search_settings
+    from search.workbench import model_config
 
     cut = cut_points(model_config(rc, 1))
-    settings = lifecycle.search_settings(rc, model)
+    settings = search_settings(rc, model)
     rows = [row_of(p, fake_result(p, cut, rc.data.size), cut)
             for p in grid_points(cut, partitions=partitions, image_codecs=image_codecs)]
     write_csv(path, {"model": model, "num_classes": 1, "settings": settings,
-                     "digest": settings_digest(settings),
+                     "digest": digest(settings),
                      "grid": {"bits": list(GRID_BITS), "counts_per_cut_conv": GRID_COUNTS,
                               "levels": list(GRID_LEVELS), "criterion": "l1"}}, rows)
     return cut

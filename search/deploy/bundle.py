@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from models.codec import FORMAT_VERSION, HEADER_BYTES, get_codec
+from models.prune import load_pruned
 from models.split import SplitModel, split
-from search.deploy.store import load_pruned
 
 BUNDLE_VERSION = 1
 RTOL = 1e-4

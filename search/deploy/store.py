@@ -4,8 +4,8 @@ lists (``torch.load(weights_only=True)``), fp32, written atomically. Exports kee
 front and of the unpruned anchors and remove the rest.
 
 A pruned split model is rebuilt by splitting the baseline at the same j and resizing its convs and batch norms to
-the saved shapes (:func:`load_pruned`); the kept channel indices (into each pruned conv's unpruned outputs) are
-saved beside the weights.
+the saved shapes (:func:`models.prune.load_pruned`); the kept channel indices (into each pruned conv's unpruned
+outputs) are saved beside the weights.
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from models.split import SplitModel
 
@@ -23,12 +22,6 @@ from models.split import SplitModel
 def file_name(key: str) -> str:
     """The weights file of an accuracy key: a hash (keys hold ';', '/' and brackets)."""
     return f"{hashlib.sha256(key.encode()).hexdigest()[:20]}.pt"
-
-
-def is_anchor(key: str) -> bool:
-    """Unpruned points (the anchors the search queues): no step 1/2 pruning in the key; and every coded image
-    (j=0 with JPEG/WebP), the reference of every comparison (its file is a stub unless it was fine-tuned)."""
-    return ";" not in key or key.endswith("crit=-") or key.startswith("j=0;img=")
 
 
 class WeightStore:
@@ -81,24 +74,3 @@ class WeightStore:
 
     def size_bytes(self) -> int:
         return sum(f.stat().st_size for f in self.folder.glob("*.pt")) if self.folder.is_dir() else 0
-
-
-def load_pruned(model: nn.Module, state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    """Load a pruned model's state dict into an unpruned skeleton of the same graph: every Conv2d and BatchNorm2d
-    takes the saved tensors' shapes (channel pruning changes nothing else), then ``load_state_dict`` (strict)
-    checks every other tensor."""
-    for name, m in model.named_modules():
-        pre = f"{name}." if name else ""
-        if isinstance(m, nn.Conv2d) and f"{pre}weight" in state_dict:
-            w = state_dict[f"{pre}weight"]
-            m.weight = nn.Parameter(torch.empty_like(w))
-            m.out_channels, m.in_channels = int(w.shape[0]), int(w.shape[1]) * m.groups
-            if m.bias is not None:
-                m.bias = nn.Parameter(torch.empty(w.shape[0]))
-        elif isinstance(m, nn.BatchNorm2d) and f"{pre}weight" in state_dict:
-            n = int(state_dict[f"{pre}weight"].shape[0])
-            m.num_features = n
-            m.weight, m.bias = nn.Parameter(torch.empty(n)), nn.Parameter(torch.empty(n))
-            m.running_mean, m.running_var = torch.zeros(n), torch.ones(n)
-    model.load_state_dict(state_dict)
-    return model

@@ -22,12 +22,10 @@ import pandas as pd
 
 from objectives.accuracy import evaluate_map
 from objectives.design import DesignPoint
-from objectives.device import resolve_device
 from objectives.objective import evaluate_accuracy
 from search.config import compose
-from search.data import load_data
 from search.objective import score
-from search.run import baseline_model, measuring
+from search.workbench import Workbench, measuring
 
 ROOT = Path(__file__).resolve().parents[2]
 QUALITIES = (5, 10, 15, 20, 25, 30, 40, 50, 65, 80, 95)
@@ -51,10 +49,8 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     rc = compose(["progress=false", *args.overrides])
-    dev = resolve_device(rc.device)
-    cache = Path(rc.studies_dir) / "cache"
-    train, val, key = load_data(rc.data, cache)
-    base, name = baseline_model(rc, train, key, cache, dev)
+    wb = Workbench(rc)
+    dev, train, val, base, name = wb.device, wb.train, wb.val, wb.baseline, wb.model_name
     head = base.model.cfg.head()
     b = evaluate_map(base.model, val, head, base.model.cfg.input_size, rc.eval.conf_threshold, rc.eval.nms_iou, dev)
     # as the search (finetune_when=needed) and with every point fine-tuned (always), the same budget a split gets
@@ -73,7 +69,8 @@ def main() -> None:
                  "mAP50": acc.map50 if acc.finetune_steps == 0 else acc.map50_before_finetune,
                  "mAP50_95": acc.map50_95 if acc.finetune_steps == 0 else float("nan"),
                  "mAP50_finetuned": tuned.map50, "mAP50_95_finetuned": tuned.map50_95,
-                 "finetune_steps": tuned.finetune_steps}
+                 "finetune_steps": tuned.finetune_steps, "edge_macs": acc.edge_macs, "height": acc.cut_shape[1],
+                 "width": acc.cut_shape[2], "peak_activation_values": acc.peak_activation_values}
             for radio in rc.space.radios:
                 s = score(acc, radio, "none", pricing)
                 r[f"{radio}_mJ"], r[f"{radio}_ms"] = s.cost.node_energy_mj, s.cost.latency_ms

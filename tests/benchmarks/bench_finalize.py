@@ -21,10 +21,12 @@ import pandas as pd
 from models import cut_points
 from search.config import compose
 from search.export import final_frame, study_frames, trial_row
-from search.report import PAPER_TH, report_data
-from search.run import model_config, run, view
+from search.outputs import view
+from search.report_data import PAPER_TH, report_data
+from search.run import run
 from search.space import param_columns
 from search.storage import make_storage
+from search.workbench import model_config
 
 
 def main() -> None:

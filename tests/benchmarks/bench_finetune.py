@@ -13,15 +13,12 @@ from __future__ import annotations
 import argparse
 import time
 from dataclasses import replace
-from pathlib import Path
 
 from models import cut_points
-from objectives.baseline import detector_config, train_baseline
 from objectives.design import DesignPoint
-from objectives.device import resolve_device
 from objectives.objective import EvalSettings, evaluate_accuracy
 from search.config import compose
-from search.data import load_data
+from search.workbench import Workbench
 
 POINTS = [DesignPoint(j, 1, 1 / 1024, ()) for j in range(1, 6)] + [  # 1 bit, 1 channel kept at the cut
     DesignPoint(4, 1, 1.0, ()),                                          # 1 bit, all channels
@@ -38,11 +35,8 @@ def main() -> None:
     ap.add_argument("overrides", nargs="*", help="hydra overrides of conf/config.yaml")
     args = ap.parse_args()
     rc = compose(args.overrides)
-    dev = resolve_device(rc.device)
-    cache = Path(rc.studies_dir) / "cache"
-    train, val, key = load_data(rc.data, cache)
-    base = train_baseline(detector_config(rc.model, rc.data.size, len(train.class_names)), train, key,
-                          rc.train.baseline, cache, dev, kmeans=rc.model.kmeans_anchors, progress=False)
+    wb = Workbench(rc)
+    dev, train, val, base = wb.device, wb.train, wb.val, wb.baseline
     table = cut_points(base.model.cfg)
     print(f"baseline cached={base.cached}; finetune {rc.train.finetune}; adapt {rc.train.adapt}; "
           f"distill {rc.train.distill}", flush=True)

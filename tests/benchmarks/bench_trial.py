@@ -18,17 +18,13 @@ from __future__ import annotations
 import statistics
 import sys
 import time
-from pathlib import Path
 
 from models import cut_points
-from objectives.baseline import detector_config, train_baseline
 from objectives.design import DesignPoint
-from objectives.device import resolve_device
 from objectives.objective import evaluate_accuracy
 from search.config import compose
-from search.data import load_data
 from search.objective import score
-from search.run import measuring
+from search.workbench import Workbench, measuring
 
 POINTS = [  # from the default study's trials (fresh-clone run, README "Measured figures")
     DesignPoint(1, 4, 0.296205),                                                   # its best-energy point
@@ -43,11 +39,8 @@ PHASES = ("calibrate", "prune", "finetune", "evaluate", "payload", "macs_memory"
 
 def main() -> None:
     rc = compose(["progress=false", *sys.argv[1:]])
-    dev = resolve_device(rc.device)
-    cache = Path(rc.studies_dir) / "cache"
-    train, val, key = load_data(rc.data, cache)
-    base = train_baseline(detector_config(rc.model, rc.data.size, len(train.class_names)), train, key,
-                          rc.train.baseline, cache, dev, kmeans=rc.model.kmeans_anchors, progress=False)
+    wb = Workbench(rc)
+    dev, train, val, base = wb.device, wb.train, wb.val, wb.baseline
     s, pricing = measuring(rc, 0.93, rc.train)  # the baseline mAP only moves the constraint, not the time
     algorithms = s.codecs
     table = cut_points(base.model.cfg)

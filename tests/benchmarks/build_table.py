@@ -25,9 +25,7 @@ from pathlib import Path
 
 import torch
 
-from models import cut_points
 from models.codec import CODECS
-from objectives.device import resolve_device
 from objectives.objective import evaluate_accuracy
 from objectives.table import (
     GRID_BITS,
@@ -39,11 +37,9 @@ from objectives.table import (
     row_of,
     write_csv,
 )
-from search import study as lifecycle
+from search import settings
 from search.config import compose
-from search.data import load_data
-from search.finalize import settings_digest
-from search.run import baseline_model, measuring
+from search.workbench import Workbench, measuring
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -78,12 +74,10 @@ def main() -> None:
     rc = compose(["progress=false", "train.finetune_when=always", *args.overrides])
     if rc.train.finetune_when != "always":  # a row must not depend on a threshold: every point is fine-tuned
         sys.exit(f"train.finetune_when={rc.train.finetune_when!r}: a design table fine-tunes every point (always)")
-    dev = resolve_device(rc.device)
-    cache = Path(rc.studies_dir) / "cache"
-    train, val, data_key = load_data(rc.data, cache)
-    base, model_name = baseline_model(rc, train, data_key, cache, dev)
-    settings_repr = lifecycle.search_settings(rc, model_name)
-    table = cut_points(base.model.cfg)
+    wb = Workbench(rc)
+    dev, train, val, base, model_name = wb.device, wb.train, wb.val, wb.baseline, wb.model_name
+    settings_repr = wb.settings()
+    table = wb.cut
     points = grid_points(table, GRID_BITS, GRID_COUNTS, GRID_LEVELS, criterion=rc.space.criteria[0],
                          image_codecs=args.image_codecs)
     s, _ = measuring(rc, 0.0, rc.train)
@@ -91,7 +85,7 @@ def main() -> None:
     prov = {
         "what": "design table: the accuracy part of every grid point (objectives/table.py), one row each",
         "model": model_name, "num_classes": len(train.class_names), "settings": settings_repr,
-        "digest": settings_digest(settings_repr),
+        "digest": settings.digest(settings_repr),
         "overrides": list(args.overrides), "device": str(dev), "machine": machine(),
         "grid": {"bits": list(GRID_BITS), "counts_per_cut_conv": GRID_COUNTS, "levels": list(GRID_LEVELS),
                  "criterion": rc.space.criteria[0], "points": len(points),
@@ -101,9 +95,10 @@ def main() -> None:
     rows: list[dict] = []
     if args.out.is_file():
         old, rows = read_csv(args.out)
-        if old.get("settings") != settings_repr:
-            sys.exit(f"{args.out}: measured with other settings (digest {old.get('digest')}, now {prov['digest']}); "
-                     f"move it away or pass the same overrides")
+        diff = settings.difference(old.get("settings"), rc, model_name)
+        if diff:
+            sys.exit(f"{args.out}: measured with other settings ({diff}); move it away or pass the same overrides")
+        settings_repr, prov["settings"], prov["digest"] = old["settings"], old["settings"], old.get("digest")
         prov["started"], prov["commits"] = old["started"], old.get("commits", [])
         prov["build_seconds"] = float(old.get("build_seconds", 0.0))
     else:

@@ -17,8 +17,8 @@ import argparse
 import optuna
 
 from search.convergence import feasible, history, hypervolume, reference_point
-from search.finalize import pareto_front
 from search.record import StudyRecord, TrialRecord
+from search.view import pareto_front
 
 
 def url_of(arg: str) -> str:

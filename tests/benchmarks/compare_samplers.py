@@ -31,7 +31,8 @@ import pandas as pd
 
 from search.compare import SAMPLERS, Exhaustive, overrides, run_one, summarize
 from search.config import compose
-from search.run import load_design_table, measuring
+from search.design_table import load_design_table
+from search.workbench import measuring
 
 
 def main() -> None:

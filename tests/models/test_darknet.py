@@ -11,17 +11,9 @@ import pytest
 import torch
 
 from models import TinyYOLOv3, TinyYOLOv3Config, layer_table
-from models.darknet import (
-    Darknet,
-    DarknetConv,
-    DarknetError,
-    layer_specs,
-    load_darknet,
-    parse_cfg,
-    read_weights,
-    save_darknet,
-    single_tensor_cuts,
-)
+from models.darknet import Darknet, DarknetConv
+from models.darknet_cfg import DarknetError, layer_specs, parse_cfg, single_tensor_cuts
+from models.darknet_weights import load_darknet, read_weights, save_darknet
 
 CFG_DIR = Path(__file__).resolve().parents[2] / "models" / "cfg"
 V3, V4 = CFG_DIR / "yolov3-tiny.cfg", CFG_DIR / "yolov4-tiny.cfg"

@@ -9,7 +9,7 @@ import pytest
 from models import cut_points
 from objectives.design import DesignPoint
 from objectives.table import DesignTable, OutsideTable, grid_counts, grid_points, read_csv
-from search.run import model_config
+from search.workbench import model_config
 from tests.helpers import conf, fake_result, fake_table
 
 

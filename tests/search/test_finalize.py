@@ -14,23 +14,14 @@ from optuna.trial import TrialState
 
 from objectives.objective import AccuracyResult
 from search.config import compose
-from search.export import export_all, study_frames, study_view
-from search.finalize import (
-    agreement,
-    candidates,
-    final_name,
-    finalize,
-    judged,
-    latest_finals,
-    load_final,
-    open_final,
-    pareto_front,
-)
+from search.export import export_all, study_frames
+from search.finalize import agreement, candidates, final_name, finalize, load_final, open_final
 from search.objective import Pricing, score
 from search.profiles import load_profile
 from search.record import FINAL, SIBLING, TrialRecord
-from search.report import PAPER_TH, report_data
+from search.report_data import PAPER_TH, report_data
 from search.space import distributions_of
+from search.view import judged, latest_finals, pareto_front, study_view
 from tests.search.test_space_export import COLUMNS, SPACE, TABLE
 from tests.search.test_study import cli, load
 
@@ -75,10 +66,20 @@ MODELS = {"big": acc(3, 64, 0.89, 20000), "mid": acc(3, 16, 0.86, 8000), "small"
           "tiny": acc(3, 2, 0.82, 1000), "far": acc(3, 1, 0.70, 500)}
 
 
+STORAGES: dict[int, optuna.storages.BaseStorage] = {}
+
+
+def storage_of(study: optuna.Study) -> optuna.storages.BaseStorage:
+    """The storage the fixture created the study in (public API only: the study's own user attr names it)."""
+    return STORAGES[study.user_attrs["test_storage"]]
+
+
 @pytest.fixture
 def study():
-    s = optuna.create_study(study_name="s", directions=["minimize", "minimize"],
-                            storage=optuna.storages.InMemoryStorage())
+    storage = optuna.storages.InMemoryStorage()
+    s = optuna.create_study(study_name="s", directions=["minimize", "minimize"], storage=storage)
+    s.set_user_attr("test_storage", id(storage))  # the tests reach the storage through STORAGES, not s._storage
+    STORAGES[id(storage)] = storage
     for a in MODELS.values():
         add_model(s, a)
     return s
@@ -116,7 +117,7 @@ def test_judged_rethresholds_feasibility_and_keeps_the_number(study):
 def run_finalize(study, lifts: dict[str, float], calls: list | None = None, fail_after: int | None = None):
     """finalize with a stub training that lifts each model's mAP by ``lifts[name]``."""
     by_key = {a.key: (name, a) for name, a in MODELS.items()}
-    fs = open_final(study._storage, study)
+    fs = open_final(storage_of(study), study)
     added = []
 
     def train(t):
@@ -145,7 +146,7 @@ def test_finalize_stores_final_trials_beside_the_untouched_study_and_resumes(stu
     lifts = {"mid": 0.01, "small": 0.02, "tiny": -0.01}
     fs, done = run_finalize(study, lifts, calls)
     assert snapshot(study) == before  # the search study is never written to
-    assert fs.study_name == final_name("s") and load_final(study._storage, "s").study_name == fs.study_name
+    assert fs.study_name == final_name("s") and load_final(storage_of(study), "s").study_name == fs.study_name
     assert calls == ["mid", "small", "tiny"]
     finals = fs.get_trials(states=(TrialState.COMPLETE,))
     assert len(finals) == 3 * 4  # one per model x radio x codec
@@ -169,7 +170,7 @@ def test_finalize_stores_final_trials_beside_the_untouched_study_and_resumes(stu
 def test_finalize_killed_between_final_trials_reuses_what_was_stored(study):
     with pytest.raises(KeyboardInterrupt):
         run_finalize(study, {}, fail_after=6)  # the 2nd model has 2 of its 4 final trials
-    fs = load_final(study._storage, "s")
+    fs = load_final(storage_of(study), "s")
     assert len(fs.get_trials()) == 6
     calls: list[str] = []
     fs, _ = run_finalize(study, {}, calls)

@@ -208,8 +208,8 @@ def test_diverging_finetune_fails_that_trial_and_the_study_goes_on(tmp_path):
 def test_duplicates_are_pruned_not_counted(tmp_path):
     """In a space of a single model, re-proposals are pruned (not counted) and the loop stops by itself."""
     studies = tmp_path / "studies"
-    p = cli(studies, "space.partitions=[0]", "space.radios=[ble5]", "space.codecs=[none]", "study.n_trials=5",
-            "study.max_duplicates=3")
+    p = cli(studies, "space.partitions=[0]", "space.image_codecs=[raw]", "space.radios=[ble5]", "space.codecs=[none]",
+            "study.n_trials=5", "study.max_duplicates=3")
     study = load(studies)
     assert len(primaries(study)) == 1
     pruned = study.get_trials(states=(TrialState.PRUNED,))

@@ -11,16 +11,19 @@ from optuna.trial import TrialState
 
 from objectives.design import DesignPoint
 from objectives.table import DesignTable, grid_points
-from search import study as lifecycle
 from search.compare import Exhaustive, overrides, run_one, summarize
 from search.config import compose
 from search.convergence import by_evaluation, history, hypervolume, reference_point
+from search.design_table import load_design_table
 from search.profiles import ConfigError
 from search.record import TrialRecord
-from search.run import final_training, load_design_table, measuring, run
+from search.run import run
+from search.settings import difference, legacy_repr, search_settings, settings_record
+from search.workbench import final_training, measuring
 from tests.helpers import fake_result, fake_table
 
 SLICE = ["study=quick", "study.th=0.1", "study.paper_ratios=[0.5,0.25]", "space.shared_layer_keep=true",
+         "space.image_codecs=[raw]",  # the table holds no coded images (study=table_benchmark's choice too)
          "space.layer_keep={low:0.25,high:1.0,log:true}", "progress=false"]
 
 
@@ -75,10 +78,17 @@ def test_finetune_when_is_part_of_the_settings_only_where_it_skips(tmp_path):
     assert needed.train.finetune_when == "needed"  # the default; the paper's protocol and the table fine-tune all
     assert compose(["study=paper"]).train.finetune_when == compose(["study=table_benchmark"]).train.finetune_when \
         == "always"
-    a, n = lifecycle.search_settings(always, "m"), lifecycle.search_settings(needed, "m")
-    assert "finetune_when" not in a and "precheck" not in a and "finetune_when='needed'" in n and "precheck_images" in n
-    assert a == lifecycle.search_settings(compose([*SLICE, "train.finetune_when=always", "eval.precheck_images=7"]), "m")
-    assert n != lifecycle.search_settings(compose([*SLICE, "eval.precheck_images=7"]), "m")
+    a, n = settings_record(always, "m"), settings_record(needed, "m")
+    assert a["train"]["finetune_when"] == "always" and n["train"]["finetune_when"] == "needed"
+    assert "precheck_images" not in a["eval"] and n["eval"]["precheck_images"] == needed.eval.precheck_images
+    assert "final" not in a["train"] and "final" not in n["train"]  # the final budget never changes search results
+    assert search_settings(always, "m") == search_settings(
+        compose([*SLICE, "train.finetune_when=always", "eval.precheck_images=7", "train.final.steps=9"]), "m")
+    assert difference(search_settings(needed, "m"), compose([*SLICE, "eval.precheck_images=7"]), "m") == \
+        f"eval.precheck_images: {needed.eval.precheck_images!r} vs 7"
+    # a study or table from before the record existed (a repr) is recognized through the legacy form
+    assert difference(legacy_repr(always, "m"), always, "m") is None
+    assert difference(legacy_repr(always, "m"), needed, "m").startswith("settings recorded before")
     s, pricing = measuring(needed, 0.9, needed.train)
     assert s.skips_finetune and s.required_map50 == pytest.approx(0.9 - needed.study.th) and pricing.th == needed.study.th
     final = final_training(needed.train)

@@ -89,8 +89,8 @@ def test_siblings_price_every_radio_and_codec_once_per_model():
 
 
 def test_duplicate_proposals_are_pruned_not_counted_and_stop_the_loop(capsys):
-    rc, study, obj, ev = setup("space.partitions=[0]", "space.radios=[ble5]", "space.codecs=[none]",
-                               "study.n_trials=5", "study.max_duplicates=3")
+    rc, study, obj, ev = setup("space.partitions=[0]", "space.image_codecs=[raw]", "space.radios=[ble5]",
+                               "space.codecs=[none]", "study.n_trials=5", "study.max_duplicates=3")
     assert drivers.sampler_loop(rc, study, obj) == 1
     pruned = study.get_trials(states=(TrialState.PRUNED,))
     first = by_role(study)[0][0]
@@ -195,12 +195,14 @@ def test_paper_protocol_grid_runs_each_point_once(protocol_overrides):
     obj = Objective(study, rc.space, TABLE, pricing, ev, ("zlib",))
     drivers.paper_protocol(rc, study, obj, TABLE, BASE_MAP)
     prim = by_role(study)[0]
-    # step 1: j=0, j=6, unpruned j=2 and j=3, and 1 and 4 channels at each: 2 + 2 + 4; step 2: 1 ratio at j=2, 3
-    assert len(prim) == 10 and len(ev.calls) == len(set(ev.calls)) == 10
+    # step 1: j=0 (the raw image, JPEG and WebP at the 3 anchor qualities), j=6, unpruned j=2 and j=3, and 1 and 4
+    # channels at each: 7 + 1 + 2 + 4; step 2: 1 ratio at j=2, 3
+    assert len(prim) == 16 and len(ev.calls) == len(set(ev.calls)) == 16
+    assert sum(r.accuracy.key.startswith("j=0;img=") for r in prim) == 6
     step2 = [r for r in prim if any(k.startswith("keep_L") and v < 1 for k, v in study.trials[r.number].params.items())]
     assert {r.accuracy.j for r in step2} == {2, 3}
     drivers.paper_protocol(rc, study, obj, TABLE, BASE_MAP)  # resumable: nothing runs twice
-    assert len(by_role(study)[0]) == 10
+    assert len(by_role(study)[0]) == 16
 
 
 # ---------------------------------------------------------------------------------------------- shared studies
@@ -273,7 +275,7 @@ def test_journal_heartbeat_attr_reaps_only_stale_trials(tmp_path):
 
 def test_a_worker_whose_trial_was_failed_elsewhere_goes_on(capsys):
     """Another worker judged this worker's trial stale and failed it: the worker's own tell must not crash it."""
-    from search.run import with_storage_retries
+    from search.retry import with_storage_retries
 
     rc = conf("study=quick", "study.n_trials=3")
     study = optuna.create_study(directions=["minimize", "minimize"], sampler=lifecycle.make_sampler(rc))
