@@ -4,7 +4,7 @@ Frame = 24-byte header + body. The header makes a payload self-describing::
 
     magic "SP" | version u8 | kind u8 | codec u8 | bits u8 | C u16 | H u16 | W u16 | mu f32 | max f32 | crc32 u32
 
-``kind`` is 0 for a feature map (body = packed codes, maybe compressed), 1 for detections (j=6; body =
+``kind`` is 0 for a feature map (body = packed codes, maybe compressed), 1 for detections (the all-in-node point; body =
 N rows of x1, y1, x2, y2, class, score as u16, maybe compressed; C holds N), 2 for a JPEG and 3 for a WebP image
 (j=0 with a lossy image codec, :mod:`models.image_codec`; body = the encoder's file, maybe compressed; C, H, W =
 3, height, width; bits 8; mu holds the quality, max 0). The CRC-32 covers the header
@@ -210,7 +210,7 @@ def encode_features(codes: torch.Tensor, bits: int, mu: float, max_: float, code
 
 
 def encode_detections(dets: torch.Tensor, codec: str = "zlib", level: int | None = None) -> bytes:
-    """Frame j=6 detections (N, 6: x1, y1, x2, y2 in pixels, score in [0, 1], class) as u16 rows."""
+    """Frame the all-in-node point's detections (N, 6: x1, y1, x2, y2 in pixels, score in [0, 1], class) as u16 rows."""
     d = dets.detach().float().cpu()
     if d.dim() != 2 or d.shape[1] != 6:
         raise ValueError(f"detections must be (N, 6), got shape {tuple(d.shape)}")

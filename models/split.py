@@ -174,10 +174,10 @@ class SplitModel(nn.Module):
     def calibrate(self, images: torch.Tensor, device: torch.device | str, percentile: float,
                   batch_size: int = 64, chunk: int | None = None) -> None:
         """Calibrate the interface's mu and max (Eq. 5) on the node's outputs for ``images`` (N, 3, S, S), taken in
-        batches of ``batch_size`` (the percentile's sample is strided per batch); a no-op at j=0 and j=6. The node
-        runs ``chunk`` images at a time (default 8 on the CPU, where the activations then stay in cache and no
-        large buffer is mapped afresh: measured on 2 cores, 256 images at j=1, 0.65 s -> 0.17 s; the batch on a
-        GPU); eval-mode layers treat every image alone, so the features are the same."""
+        batches of ``batch_size`` (the percentile's sample is strided per batch); a no-op where the image or the
+        detections cross. The node runs ``chunk`` images at a time (default 8 on the CPU, where the activations then
+        stay in cache and no large buffer is mapped afresh: measured on 2 cores, 256 images at j=1, 0.65 s -> 0.17 s;
+        the batch on a GPU); eval-mode layers treat every image alone, so the features are the same."""
         if self.cut_point.is_split:
             self.eval().to(device, memory_format=torch.channels_last)  # as objectives.device.to_device
             step = chunk or (8 if torch.device(device).type == "cpu" else batch_size)

@@ -15,7 +15,7 @@ from models.image_codec import get_image_codec
 from models.interface import QuantInterface
 from models.split import SplitModel
 from objectives.data.batches import Batches
-from objectives.data.synthetic import ImageSet
+from objectives.data.images import ImageSet
 from objectives.device import to_device
 from objectives.metrics import APResult, average_precision
 
@@ -109,7 +109,7 @@ def payload_stats(split_model: SplitModel, data: ImageSet, codecs: tuple[str, ..
             raw = int(np.ceil(np.mean(files)))
         elif split_model.cut_point.sends_detections:
             if head is None:
-                raise ValueError("payload_stats at j=6 needs the head config to decode detections")
+                raise ValueError("payload_stats where the node sends detections needs the head config to decode them")
             dets = postprocess(decode_heads(split_model.node(imgs), head), conf_threshold, nms_iou)
             for d in dets:
                 for c in codecs:

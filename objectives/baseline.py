@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from models import Darknet, DetectorConfig
-from objectives.data.synthetic import ImageSet
+from objectives.data.images import ImageSet
 from objectives.fit import fit
 from objectives.settings import ModelConfig, TrainConfig
 

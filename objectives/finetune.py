@@ -16,7 +16,7 @@ from torch import nn
 from models import Darknet
 from models.split import SplitModel
 from objectives.data.batches import Batches
-from objectives.data.synthetic import ImageSet
+from objectives.data.images import ImageSet
 from objectives.device import autocast, to_device
 from objectives.fit import fit
 from objectives.settings import AdaptConfig, DistillConfig, TrainConfig

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from models import YOLOHeadConfig, YOLOLoss
 from objectives.data.batches import Batches
-from objectives.data.synthetic import ImageSet
+from objectives.data.images import ImageSet
 from objectives.design import PointFailed
 from objectives.device import autocast, to_device
 from objectives.settings import DistillConfig, TrainConfig

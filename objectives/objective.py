@@ -29,7 +29,7 @@ from objectives.costs import (
 from objectives.costs import evaluate_costs as _evaluate_costs
 from objectives.costs.measure import time_edge_ms
 from objectives.data.batches import Batches
-from objectives.data.synthetic import ImageSet
+from objectives.data.images import ImageSet
 from objectives.design import DesignPoint
 from objectives.finetune import finetune
 from objectives.policy import Policy, before_finetune

@@ -18,7 +18,7 @@ import torch
 from models.split import SplitModel
 from models.yolo import YOLOHeadConfig
 from objectives.accuracy import evaluate_map, ground_truth, predict, transmitted_map
-from objectives.data.synthetic import ImageSet
+from objectives.data.images import ImageSet
 from objectives.metrics import APResult, average_precision
 from objectives.settings import EvalConfig, TrainSettings
 

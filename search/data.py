@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from objectives.data.images import ImageSet
 from objectives.data.real import load_coco, load_yolo
-from objectives.data.synthetic import ImageSet, SyntheticConfig, cached
+from objectives.data.synthetic import SyntheticConfig, cached
 from search.config import DataConfig
 
 

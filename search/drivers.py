@@ -134,8 +134,8 @@ def _run_queue(rc: RunConfig, study: optuna.Study, objective: Objective, points:
 
 
 def paper_step1_points(rc: RunConfig, table: CutTable) -> list[DesignPoint]:
-    """The paper's step 1 at 1 bit and the first codec (ZIP): j=0, j=6, each split point unpruned, and each
-    split point keeping ``study.paper_channels`` channels at the cut conv (earlier layers whole)."""
+    """The paper's step 1 at 1 bit and the first codec (ZIP): the image and all-in-node points, each split point
+    unpruned, and each split point keeping ``study.paper_channels`` channels at the cut conv (earlier layers whole)."""
     codec, radio, bits = rc.space.codecs[0], rc.space.radios[0], min(rc.space.bits)
     pts = list(baseline_points(rc.space, table, bits=bits))
     for j in (j for j in rc.space.partitions if table[j].is_split and table[j].conv is not None):
@@ -177,7 +177,8 @@ def paper_protocol(rc: RunConfig, study: optuna.Study, objective: Objective, tab
 
 
 def enqueue_anchors(rc: RunConfig, study: optuna.Study, table: CutTable) -> None:
-    """``study.enqueue_baselines``: j=0, j=6 and every unpruned split point first (once per study)."""
+    """``study.enqueue_baselines``: the image (raw and coded), all-in-node and every unpruned split point first (once
+    per study)."""
     if rc.study.enqueue_baselines:
         lifecycle.enqueue_once(study, [params_of(p, rc.space, table) for p in baseline_points(rc.space, table)])
 

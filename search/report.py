@@ -8,7 +8,8 @@ The data behind each figure and table is computed by a pure function of the stud
 - Fig. 5: node energy and end-to-end latency per partition and radio (best feasible point of each pair).
 - Table I: energy saving and speed-up of the best feasible point against the best coded image (JPEG / WebP at
   j=0, :mod:`search.versus`) on the same radio, and against all-in-edge with raw pixels (the paper's comparison,
-  labelled as such) and all-in-node (j=6) on the same radio and codec, without pruning and with pruning.
+  labelled as such) and all-in-node (the last cut point; Tiny-YOLOv3's j=6) on the same radio and codec, without
+  pruning and with pruning.
 - Split vs coded image: per radio who wins on energy, bytes and latency, the split's saving at equal mAP, and the
   rate-accuracy figure (payload bytes and bits per input pixel vs mAP@0.5, the coded-image curve of each codec
   beside the split points).

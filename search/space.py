@@ -138,7 +138,7 @@ def distributions_of(params: dict[str, Any], space: SpaceConfig,
 
 
 def baseline_points(space: SpaceConfig, table: CutTable, bits: int | None = None) -> list[DesignPoint]:
-    """j=0, j=6 and every unpruned split point at ``bits`` (default: the space's largest bit width, which
+    """The image, all-in-node and every unpruned split point at ``bits`` (default: the space's largest bit width, which
     is the most likely to meet the mAP constraint and so gives the sampler feasible anchors in the split
     region), each with the first codec and radio; at j=0 the raw image (if searched) and each lossy image codec
     at every quality of ``space.image_anchors``."""

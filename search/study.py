@@ -12,7 +12,7 @@ from hydra.utils import instantiate
 from optuna.trial import TrialState
 
 from objectives.accuracy import evaluate_map
-from objectives.data.synthetic import ImageSet
+from objectives.data.images import ImageSet
 from search import settings
 from search.config import RunConfig
 from search.profiles import ConfigError

@@ -28,7 +28,7 @@ from objectives.baseline import (
     weights_digest,
 )
 from objectives.costs import ImageCodecProfile, ProcessorProfile
-from objectives.data.synthetic import ImageSet
+from objectives.data.images import ImageSet
 from objectives.device import resolve_device
 from objectives.objective import EvalSettings
 from objectives.settings import TrainSettings

@@ -1,5 +1,5 @@
 """Totals: node energy (Eq. 1 + quantize + codec) and end-to-end latency, with breakdowns, and the
-Table-I ratios against the all-in-edge (j=0) and all-in-node (j=6) baselines."""
+Table-I ratios against the all-in-edge (j=0) and all-in-node (the last cut point) baselines."""
 
 from __future__ import annotations
 

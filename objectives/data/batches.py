@@ -14,7 +14,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from objectives.data.synthetic import ImageSet
+from objectives.data.images import ImageSet
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from objectives.data.synthetic import ImageSet, SyntheticConfig, generate
+from objectives.data.images import ImageSet
+from objectives.data.synthetic import SyntheticConfig, generate
 
 
 def grid(ds: ImageSet, cols: int = 6, rows: int = 4, scale: int = 2) -> Image.Image:

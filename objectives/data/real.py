@@ -16,7 +16,7 @@ import numpy as np
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from objectives.data.synthetic import ImageSet
+from objectives.data.images import ImageSet
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from objectives.data.images import ImageSet  # noqa: F401 - re-exported: the type the generator returns
+
 SS = 2  # supersampling factor for anti-aliased drawing
 
 
@@ -261,22 +263,6 @@ def render(rng: np.random.Generator, cfg: SyntheticConfig) -> tuple[np.ndarray, 
         out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0.3, 1.2)))
     final = np.asarray(out).astype(np.float32) + rng.normal(0, rng.uniform(0, 8), (cfg.size, cfg.size, 3))
     return np.clip(final, 0, 255).astype(np.uint8), np.array(boxes, dtype=np.float32).reshape(-1, 5)
-
-
-@dataclass(frozen=True)
-class ImageSet:
-    """Images (N, H, W, 3) uint8 and per-image boxes (m, 5): class, cx, cy, w, h normalized to [0, 1]."""
-
-    images: np.ndarray
-    labels: list[np.ndarray]
-    class_names: tuple[str, ...]
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def subset(self, start: int, stop: int | None = None) -> ImageSet:
-        """Images ``start:stop`` with their labels (a view of the arrays, no copy)."""
-        return type(self)(self.images[start:stop], self.labels[start:stop], self.class_names)
 
 
 def _render_range(cfg: SyntheticConfig, split: str, start: int, stop: int) -> list[tuple[np.ndarray, np.ndarray]]:

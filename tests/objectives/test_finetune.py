@@ -5,23 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from models import TinyYOLOv3, TinyYOLOv3Config, calibrate, prune, split
+from models import TinyYOLOv3, calibrate, prune, split
 from objectives.accuracy import predict
-from objectives.data.synthetic import SyntheticConfig, generate
 from objectives.finetune import finetune, recalibrate_bn
 from tests.helpers import adapt, distill, train_cfg
-
-CFG = TinyYOLOv3Config(num_classes=1, input_size=64, width=0.125)
-DATA = SyntheticConfig(size=64, n_train=32, n_val=8, seed=1, min_foot=12, max_foot=30)
-QUICK = train_cfg("baseline", steps=6, batch_size=8, lr=2e-3, amp="bf16", max_minutes=0.0)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return generate(DATA, "train", workers=1)
-
-
-
+from tests.objectives.conftest import CFG, DATA, QUICK  # noqa: F401 - the shared tiny model, data and budget
 
 
 def _tuned_at_j3(data, edge_lr_scale: float):

@@ -6,24 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from models import TinyYOLOv3, TinyYOLOv3Config, split
+from models import TinyYOLOv3, split
 from objectives.accuracy import evaluate_map, predict
-from objectives.data.synthetic import SyntheticConfig, generate
 from objectives.device import DeviceError, resolve_device
 from objectives.fit import ModelEMA, TrainingDiverged, fit
 from objectives.settings import TrainConfig
 from tests.helpers import augment, train_cfg
-
-CFG = TinyYOLOv3Config(num_classes=1, input_size=64, width=0.125)
-DATA = SyntheticConfig(size=64, n_train=32, n_val=8, seed=1, min_foot=12, max_foot=30)
-QUICK = train_cfg("baseline", steps=6, batch_size=8, lr=2e-3, amp="bf16", max_minutes=0.0)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return generate(DATA, "train", workers=1)
-
-
+from tests.objectives.conftest import CFG, DATA, QUICK  # noqa: F401 - the shared tiny model, data and budget
 
 
 def test_ema_tracks_weights():

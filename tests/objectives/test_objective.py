@@ -161,7 +161,7 @@ def test_coded_image_bytes_are_the_encoder_files_and_its_map_is_the_decoded_imag
 
     from models.image_codec import get_image_codec, roundtrip
     from objectives.accuracy import evaluate_map
-    from objectives.data.synthetic import ImageSet
+    from objectives.data.images import ImageSet
 
     base, data = trained
     cpu, p = torch.device("cpu"), DesignPoint(0, image_codec=codec, quality=20)
