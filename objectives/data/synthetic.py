@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from objectives.data.images import ImageSet  # noqa: F401 - re-exported: the type the generator returns
+from objectives.data.images import ImageSet, load, save  # noqa: F401 - re-exported: the set type and its files
 
 SS = 2  # supersampling factor for anti-aliased drawing
 
@@ -288,22 +288,6 @@ def generate(cfg: SyntheticConfig, split: str, workers: int = 0) -> ImageSet:
             parts = [r for f in futs for r in f.result()]
     images = np.stack([p[0] for p in parts])
     return ImageSet(images, [p[1] for p in parts], ("foot",))
-
-
-def save(ds: ImageSet, path: Path) -> None:
-    offsets = np.cumsum([0] + [len(lab) for lab in ds.labels])
-    boxes = np.concatenate(ds.labels) if ds.labels else np.zeros((0, 5), np.float32)
-    tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, images=ds.images, boxes=boxes, offsets=offsets, class_names=np.array(ds.class_names))
-    tmp.replace(path)
-
-
-def load(path: Path) -> ImageSet:
-    with np.load(path, allow_pickle=False) as z:
-        offsets = z["offsets"]
-        boxes = z["boxes"]
-        labels = [boxes[offsets[i]:offsets[i + 1]] for i in range(len(offsets) - 1)]
-        return ImageSet(z["images"], labels, tuple(str(c) for c in z["class_names"]))
 
 
 def cached(cfg: SyntheticConfig, cache_dir: Path) -> tuple[ImageSet, ImageSet]:
