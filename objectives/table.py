@@ -1,5 +1,5 @@
 """A tabular benchmark of the design space (in the manner of NAS-Bench-201 / HW-NAS-Bench): the accuracy part of
-every point of a grid measured once (``tests/benchmarks/build_table.py``), then answered by lookup, so that a
+every point of a grid measured once (``benchmarks/build_table.py``), then answered by lookup, so that a
 whole study - and a comparison of samplers over many seeds - runs in seconds through the real search code.
 
 The grid (:func:`grid_points`): every split point j, every bit width, :func:`grid_counts` channel counts at the
@@ -215,7 +215,7 @@ class DesignTable:
             have = sorted(a.quality for a in self.results.values() if a.image_codec == point.image_codec)
             if not have:
                 raise self._refuse(f"j={point.j} with {point.image_codec}: the table holds no {point.image_codec} "
-                                   f"rows (build them with tests/benchmarks/build_table.py --image-codecs)")
+                                   f"rows (build them with benchmarks/build_table.py --image-codecs)")
             q = min(have, key=lambda g: (abs(g - point.quality), -g))
             return DesignPoint(point.j, image_codec=point.image_codec, quality=q)
         if not p.is_split:
@@ -255,7 +255,7 @@ class DesignTable:
         key = grid.accuracy_key(self.cut)
         if key not in self.results:
             raise self._refuse(f"{key} was not measured (the table has {len(self.results)} rows; finish it with "
-                               f"tests/benchmarks/build_table.py)")
+                               f"benchmarks/build_table.py)")
         if key != point.accuracy_key(self.cut):
             self.snapped += 1
         return self.results[key]

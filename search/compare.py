@@ -1,7 +1,7 @@
 """Samplers compared on a design table (:mod:`objectives.table`): one study per (sampler, seed) through the search
 code itself, in memory, every design point answered by lookup; hypervolume and front points found after each
 budget of model evaluations, against the exhaustive front of the whole table (:mod:`search.convergence`).
-``tests/benchmarks/compare_samplers.py`` runs the full comparison; the tests run a slice."""
+``benchmarks/compare_samplers.py`` runs the full comparison; the tests run a slice."""
 
 from __future__ import annotations
 

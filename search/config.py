@@ -72,7 +72,7 @@ class RunConfig:
                               f"mode={self.mode} / study.finalize={self.study.finalize} need a study that trained them")
         if self.table is not None and not os.path.isfile(self.table):
             raise ConfigError(f"table={self.table!r}: file not found (a design table CSV, made by "
-                              f"tests/benchmarks/build_table.py)")
+                              f"benchmarks/build_table.py)")
         if self.workers < 1:
             raise ConfigError(f"workers={self.workers} must be >= 1")
         if self.mode not in MODES:

@@ -24,7 +24,7 @@ def load_design_table(rc: RunConfig) -> DesignTable:
     for k in ("settings", "model", "num_classes", "digest"):
         if k not in prov:
             raise ConfigError(f"table={rc.table!r}: its provenance line lacks {k!r} (rebuild it with "
-                              f"tests/benchmarks/build_table.py)")
+                              f"benchmarks/build_table.py)")
     diff = settings.difference(prov["settings"], rc, prov["model"])
     if diff:
         raise ConfigError(f"table={rc.table!r}: measured with other data/model/train/eval settings than this run's "

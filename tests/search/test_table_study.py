@@ -165,12 +165,12 @@ def _enqueued(rc, design, pricing, codecs, points):
     return study.get_trials(deepcopy=False)
 
 
-SHIPPED = "tests/benchmarks/tables/energy_latency.csv"
+SHIPPED = "benchmarks/tables/energy_latency.csv"
 
 
 def test_the_shipped_table_is_complete_and_answers_todays_default_study(tmp_path):
     """The committed design table covers the whole grid and was measured with today's default data/model/train/eval
-    settings (change one of them and this fails: rebuild the table with tests/benchmarks/build_table.py)."""
+    settings (change one of them and this fails: rebuild the table with benchmarks/build_table.py)."""
     rc = compose(["study=table_benchmark", f"table={SHIPPED}", f"studies_dir={tmp_path}", "study.n_trials=30",
                   "progress=false"])
     design = load_design_table(rc)

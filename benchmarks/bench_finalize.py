@@ -1,7 +1,7 @@
 """Benchmark: the final training of a study's front (mode=finalize) and its agreement with the search.
 
-    python tests/benchmarks/bench_finalize.py [hydra overrides]
-    e.g. (after `python -m search`): python tests/benchmarks/bench_finalize.py
+    python benchmarks/bench_finalize.py [hydra overrides]
+    e.g. (after `python -m search`): python benchmarks/bench_finalize.py
          another budget: ... train.final.steps=600 (a model finalized with other settings is trained again)
 
 Runs ``mode=finalize`` on the configured study (default: study=energy_latency; its baseline and data are reused

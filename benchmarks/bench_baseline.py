@@ -1,6 +1,6 @@
 """Benchmark: generate the embedded dataset and train the baseline from scratch; print time and mAP.
 
-    python tests/benchmarks/bench_baseline.py [--epochs 26] [--minutes 10] [--cache studies/cache]
+    python benchmarks/bench_baseline.py [--epochs 26] [--minutes 10] [--cache studies/cache]
 
 Prints: dataset generation seconds, training seconds, epochs done, mAP@0.5 and mAP@[.5:.95] on val.
 """

@@ -1,7 +1,7 @@
 """Benchmark: are two runs of a study equally good? The feasible fronts of two studies side by side, and their
 hypervolumes against one fixed reference point (Optuna's hypervolume, search/convergence.py).
 
-    python tests/benchmarks/compare_fronts.py BEFORE.db AFTER.db [--study energy_latency] [--ref MJ MS]
+    python benchmarks/compare_fronts.py BEFORE.db AFTER.db [--study energy_latency] [--ref MJ MS]
 
 Each argument is a storage URL or the path of a SQLite file. Feasibility is each study's own (its constraint
 mAP@0.5 >= its baseline - th, as stored); the reference point is 1.1 x the worst feasible energy and latency of the

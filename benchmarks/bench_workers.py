@@ -1,6 +1,6 @@
 """Benchmark: 1, 2 and 4 workers (``workers=N``) on one quick study in a real PostgreSQL server.
 
-    python tests/benchmarks/bench_workers.py [--trials 12] [--steps 40] [--workers 1 2 4]
+    python benchmarks/bench_workers.py [--trials 12] [--steps 40] [--workers 1 2 4]
 
 Prints per N: wall time of the search (data and baseline cached beforehand), model evaluations per minute,
 storage round trips (PostgreSQL transactions, pg_stat_database) per evaluation, proposals pruned because
@@ -22,7 +22,7 @@ from pathlib import Path
 import optuna
 from optuna.trial import TrialState
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from search.record import count_primaries, records  # noqa: E402
 from tests.pgserver import PostgresServer  # noqa: E402
 

@@ -1,6 +1,6 @@
 """Benchmark: where a default trial's time goes, phase by phase.
 
-    python tests/benchmarks/bench_trial.py [hydra overrides]
+    python benchmarks/bench_trial.py [hydra overrides]
 
 Evaluates six design points typical of the default study (its data, model, fine-tuning and eval settings; the
 cached baseline of that config, trained first if missing) and prints, per point and as the median over the split

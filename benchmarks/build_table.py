@@ -1,14 +1,14 @@
 """Build (or resume) the design table: the accuracy part of every grid point measured once (objectives.table).
 
-    python tests/benchmarks/build_table.py [--out tests/benchmarks/tables/energy_latency.csv] [--limit N]
+    python benchmarks/build_table.py [--out benchmarks/tables/energy_latency.csv] [--limit N]
         [--image-codecs jpeg webp] [hydra overrides]
 
 Uses the run configuration (default: the default study's data, model, fine-tuning and eval settings) and its
 cached baseline (trained first if missing), exactly as a study measures a point (evaluate_accuracy). Every point
 is written to the CSV as soon as it is measured, so a killed run resumes where it stopped; a table measured with
 other settings is refused; a table resumed with more ``--image-codecs`` gains their rows (each lossy codec at
-objectives.table.GRID_QUALITIES) and keeps the others. The CSV's first line is its provenance (commit, settings, date, machine, grid, build
-time so far). Two cores take hours: run it in the background (nohup ... &).
+objectives.table.GRID_QUALITIES) and keeps the others. The CSV's first line is its provenance (commit, settings,
+date, machine, grid, build time so far). Two cores take hours: run it in the background (nohup ... &).
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from search import settings
 from search.config import compose
 from search.workbench import Workbench, measuring
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def git(*args: str) -> str:
@@ -65,7 +65,7 @@ def machine() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", type=Path, default=ROOT / "tests/benchmarks/tables/energy_latency.csv")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks/tables/energy_latency.csv")
     ap.add_argument("--limit", type=int, default=0, help="measure at most this many new points, then stop")
     ap.add_argument("--image-codecs", nargs="*", default=["jpeg", "webp"],
                     help="lossy image codecs whose coded-image rows (j=0) the table holds")

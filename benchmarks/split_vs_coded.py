@@ -1,7 +1,7 @@
 """Benchmark: the best split of the exhaustive design table against the measured coded-image curve, priced on
 every radio (the search samples few splits once the coded image dominates; the table holds all 262 grid models).
 
-    python tests/benchmarks/split_vs_coded.py [--table tests/benchmarks/tables/energy_latency.csv]
+    python benchmarks/split_vs_coded.py [--table benchmarks/tables/energy_latency.csv]
         [--coded docs/results/coded_image.csv] [--out docs/results/split_vs_coded.md] [hydra overrides]
 
 Feasible means mAP@0.5 >= each one's own baseline - study.th (the table's rows were measured with its own baseline
@@ -28,7 +28,7 @@ from search.objective import score
 from search.profiles import available
 from search.workbench import measuring
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def coded_results(path: Path) -> list[tuple[AccuracyResult, float]]:
@@ -58,7 +58,7 @@ def cell(x) -> tuple[str, ...]:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--table", type=Path, default=ROOT / "tests/benchmarks/tables/energy_latency.csv")
+    ap.add_argument("--table", type=Path, default=ROOT / "benchmarks/tables/energy_latency.csv")
     ap.add_argument("--coded", type=Path, default=ROOT / "docs/results/coded_image.csv")
     ap.add_argument("--out", type=Path, default=ROOT / "docs/results/split_vs_coded.md")
     ap.add_argument("overrides", nargs="*")
@@ -72,7 +72,7 @@ def main() -> None:
     coded = coded_results(args.coded)
     lines = [f"# Best split of the design table vs the measured coded image, per radio (node {rc.platform.node.name}, "
              f"th {rc.study.th})", "",
-             f"Written by `python tests/benchmarks/split_vs_coded.py`. Splits: {args.table.name} ({len(table)} "
+             f"Written by `python benchmarks/split_vs_coded.py`. Splits: {args.table.name} ({len(table)} "
              f"models, baseline mAP@0.5 {table_base:.4f}, {prov.get('model')}); coded images: {args.coded.name} "
              f"(baseline mAP@0.5 {coded[0][1]:.4f}). Each point on its lowest-energy lossless codec.", "",
              "| radio | split | split B | split mAP | split mJ | split ms | coded image | coded B | coded mAP | "

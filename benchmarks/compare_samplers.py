@@ -1,7 +1,7 @@
 """Compare samplers on the design table: hypervolume of the feasible front vs model evaluations, many seeds.
 
-    python tests/benchmarks/compare_samplers.py [--seeds 20] [--budgets 10 20 40 80] [--samplers random tpe ...]
-        [--table tests/benchmarks/tables/energy_latency.csv] [--out studies/compare_samplers] [--append]
+    python benchmarks/compare_samplers.py [--seeds 20] [--budgets 10 20 40 80] [--samplers random tpe ...]
+        [--table benchmarks/tables/energy_latency.csv] [--out studies/compare_samplers] [--append]
         [--plot docs/samplers.png] [hydra overrides]
 
 Each (sampler, seed) runs one study of max(budgets) evaluations through the search code itself (the Objective with
@@ -43,7 +43,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("studies/compare_samplers"))
     ap.add_argument("--plot", type=Path, default=None)
     ap.add_argument("--append", action="store_true", help="keep the other samplers' rows of an earlier results.csv")
-    ap.add_argument("--table", default="tests/benchmarks/tables/energy_latency.csv")
+    ap.add_argument("--table", default="benchmarks/tables/energy_latency.csv")
     ap.add_argument("--summarize", action="store_true", help="only summarize (and --plot) the existing results.csv")
     ap.add_argument("overrides", nargs="*", help="hydra overrides (after study=table_benchmark)")
     args = ap.parse_args()

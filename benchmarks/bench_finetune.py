@@ -1,6 +1,6 @@
 """Benchmark: mAP before and after fine-tuning for several (j, bits, channels kept) points, with time.
 
-    python tests/benchmarks/bench_finetune.py [hydra overrides] [--only 0 5]
+    python benchmarks/bench_finetune.py [hydra overrides] [--only 0 5]
     e.g. train.finetune.steps=120, or the plain recipe: train.adapt.adapt_lr_scale=1 train.adapt.freeze_bn=false
     train.adapt.bn_recalib_batches=0 (overrides after --only need a "--" before them)
 

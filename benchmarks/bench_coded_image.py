@@ -1,7 +1,7 @@
 """Benchmark: the coded image's rate-accuracy curve on the default study's data and baseline, before and after
 fine-tuning the edge model on decoded images, and its node energy per radio.
 
-    python tests/benchmarks/bench_coded_image.py [--out docs/results/coded_image.csv] [hydra overrides]
+    python benchmarks/bench_coded_image.py [--out docs/results/coded_image.csv] [hydra overrides]
 
 For each lossy image codec (JPEG, WebP through Pillow) and quality it measures, exactly as a study does
 (``objectives.objective.evaluate_accuracy``): the payload bytes per image (the encoder's files + the 24-byte
@@ -27,7 +27,7 @@ from search.config import compose
 from search.objective import score
 from search.workbench import Workbench, measuring
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 QUALITIES = (5, 10, 15, 20, 25, 30, 40, 50, 65, 80, 95)
 
 
@@ -84,7 +84,7 @@ def main() -> None:
     df.to_csv(args.out, index=False)
     md = args.out.with_suffix(".md")
     md.write_text(f"# Coded image on the default data ({name}; baseline mAP@0.5 {b.map50:.4f}; node "
-                  f"{rc.platform.node.name})\n\nWritten by `python tests/benchmarks/bench_coded_image.py`.\n\n"
+                  f"{rc.platform.node.name})\n\nWritten by `python benchmarks/bench_coded_image.py`.\n\n"
                   + markdown(df) + "\n")
     print(md.read_text())
 

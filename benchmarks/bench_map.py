@@ -1,6 +1,6 @@
 """Benchmark: objectives.metrics.average_precision against pycocotools on the same detections.
 
-    python tests/benchmarks/bench_map.py [--images 400] [--dets 100]
+    python benchmarks/bench_map.py [--images 400] [--dets 100]
 """
 
 from __future__ import annotations

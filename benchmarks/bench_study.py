@@ -1,9 +1,9 @@
 """Benchmark: run a study from the command line and print its wall time and the run's own figures
 (median trial, share of time for the radio x codec siblings, peak RSS).
 
-    python tests/benchmarks/bench_study.py quick                 # study=quick from scratch (target <= 2 min)
-    python tests/benchmarks/bench_study.py energy_latency        # default study, baseline cached if present
-    python tests/benchmarks/bench_study.py energy_latency --cold # also regenerate data and retrain baseline
+    python benchmarks/bench_study.py quick                 # study=quick from scratch (target <= 2 min)
+    python benchmarks/bench_study.py energy_latency        # default study, baseline cached if present
+    python benchmarks/bench_study.py energy_latency --cold # also regenerate data and retrain baseline
 
 Each run uses a fresh studies directory (--dir), so the study itself always starts from zero trials;
 --cold also starts without the dataset and baseline caches (else they are linked from studies/cache).

@@ -1,8 +1,8 @@
 """Deploy runtime figures: the reference node against the edge server (one client, the whole validation set), then
 a load of N clients x M requests on loopback: throughput and per-request p50/p99.
 
-    python tests/benchmarks/bench_deploy.py                       # quick study -> its best point, deployed
-    python tests/benchmarks/bench_deploy.py --bundle studies/energy_latency/deploy/123 --studies-dir studies
+    python benchmarks/bench_deploy.py                       # quick study -> its best point, deployed
+    python benchmarks/bench_deploy.py --bundle studies/energy_latency/deploy/123 --studies-dir studies
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from search.deploy.node import load_images, run  # noqa: E402

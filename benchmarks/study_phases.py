@@ -1,6 +1,6 @@
 """Benchmark: where a finished study's trial time went, phase by phase, from the study itself.
 
-    python tests/benchmarks/study_phases.py STUDY.db [MORE.db ...] [--study energy_latency]
+    python benchmarks/study_phases.py STUDY.db [MORE.db ...] [--study energy_latency]
 
 Each argument is a storage URL or the path of a SQLite file. Every primary trial stores what
 ``objectives.objective.evaluate_accuracy`` timed (``AccuracyResult.phase_seconds``); this prints, per study, the
