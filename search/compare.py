@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import optuna
 import pandas as pd
+from omegaconf import OmegaConf
 
 from objectives.table import DesignTable
 from search import study as lifecycle
@@ -17,29 +18,37 @@ from search.config import RunConfig
 from search.convergence import by_evaluation, feasible, hypervolume, reference_point
 from search.drivers import drive, enqueue_anchors
 from search.objective import Objective, Pricing, score
+from search.profiles import CONF_DIR
 from search.record import DIRECTIONS, TrialRecord
 from search.space import distributions_of
 from search.view import pareto_front
 
-SAMPLERS = {  # name -> (study.sampler, study.protocol). tpe_cl is what the default study runs: TPE as configured, with
-    # constant_liar, which make_sampler turns on for a study other workers may join (it only acts on concurrent
-    # trials); tpe is the same without it (study.single_worker=true)
-    "random": ({"_target_": "optuna.samplers.RandomSampler"}, "search"),
-    "tpe": ({"_target_": "optuna.samplers.TPESampler", "multivariate": True, "group": True, "n_startup_trials": 10,
-             "constant_liar": False}, "search"),
-    "tpe_cl": ({"_target_": "optuna.samplers.TPESampler", "multivariate": True, "group": True,
-                "n_startup_trials": 10, "constant_liar": True}, "search"),
-    "gp": ({"_target_": "optuna.samplers.GPSampler", "warn_independent_sampling": False}, "search"),
-    "nsga2": ({"_target_": "optuna.samplers.NSGAIISampler", "population_size": 10}, "search"),
-    "paper": ({"_target_": "optuna.samplers.RandomSampler"}, "paper"),
+SAMPLERS = {  # name -> (conf/sampler/ option, study.protocol, its settings besides). tpe_cl is what the default study
+    # runs: TPE as configured, with constant_liar, which make_sampler turns on for a study other workers may join (it
+    # only acts on concurrent trials); tpe is the same without it (study.single_worker=true)
+    "random": ("random", "search", {}),
+    "tpe": ("tpe", "search", {"constant_liar": False}),
+    "tpe_cl": ("tpe", "search", {"constant_liar": True}),
+    "gp": ("gp", "search", {}),
+    "nsga2": ("nsga2", "search", {}),
+    "paper": ("random", "paper", {}),
 }
 
 
+def sampler_spec(option: str) -> dict:
+    """The settings of ``conf/sampler/<option>.yaml`` (its seed left to the caller)."""
+    spec = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "sampler" / f"{option}.yaml"), resolve=False)
+    return {k: v for k, v in spec.items() if k != "seed"}
+
+
 def overrides(name: str, seed: int, n_trials: int) -> list[str]:
-    """Command-line overrides that make the study of sampler ``name`` (:data:`SAMPLERS`) with ``seed``."""
-    spec, protocol = SAMPLERS[name]
+    """Command-line overrides that make the study of sampler ``name`` (:data:`SAMPLERS`) with ``seed``: the whole
+    ``study.sampler`` replaced by the conf/sampler/ option's settings (a study file's own sampler settings, like
+    study=quick's startup trials, do not leak into another sampler)."""
+    option, protocol, extra = SAMPLERS[name]
+    spec = {**sampler_spec(option), **extra, "seed": seed}
     out = [f"study.protocol={protocol}", f"study.n_trials={n_trials}", f"study.seed={seed}",
-           "~study.sampler", "+study.sampler={" + ",".join(f"{k}:{v}" for k, v in {**spec, "seed": seed}.items()) + "}"]
+           "~study.sampler", "+study.sampler={" + ",".join(f"{k}:{v}" for k, v in spec.items()) + "}"]
     if name == "tpe":
         out.append("study.single_worker=true")  # else make_sampler turns constant_liar on (a shared study)
     if protocol == "paper":

@@ -32,7 +32,7 @@ def options(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
 
 
-@pytest.mark.parametrize("group", ["study", "space", "data", "model", "train", "eval", "storage"])
+@pytest.mark.parametrize("group", ["study", "space", "data", "model", "train", "eval", "storage", "sampler"])
 def test_every_option_of_every_group_composes(group, tmp_path):
     for opt in options(group):
         over = [f"{group}={opt}"]
