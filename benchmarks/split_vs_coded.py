@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pandas as pd
 
-from objectives.design import DesignPoint
 from objectives.objective import AccuracyResult
 from objectives.table import read_csv, result_of
 from search.config import compose
@@ -38,7 +37,6 @@ def coded_results(path: Path) -> list[tuple[AccuracyResult, float]]:
     out = []
     for r in df[df["codec"] != "raw"].itertuples():
         q = int(r.quality)
-        key = DesignPoint(0, image_codec=r.codec, quality=q)
         b = float(r.payload_B)
         out.append((AccuracyResult(
             key=f"j=0;img={r.codec};q={q}", j=0, map50=float(r.mAP50), map50_95=float(r.mAP50_95),
@@ -46,7 +44,7 @@ def coded_results(path: Path) -> list[tuple[AccuracyResult, float]]:
             cut_shape=[3, int(r.height), int(r.width)], feature_values=0, raw_bytes=math.ceil(b - 24),
             payload_mean_bytes={"none": b}, payload_max_bytes={"none": math.ceil(b)}, entropy_bytes=0.0,
             best_codec="none", weight_count=0, peak_activation_values=int(r.peak_activation_values),
-            image_codec=key.image_codec, quality=q), base))
+            image_codec=r.codec, quality=q), base))
     return out
 
 

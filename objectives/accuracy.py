@@ -106,7 +106,6 @@ def payload_stats(split_model: SplitModel, data: ImageSet, codecs: tuple[str, ..
                 files.append(len(data_))
                 for c in codecs:
                     sizes[c].append(len(encode_image(data_, ic.name, q.shape[:2], iface.quality, c)))
-            raw = int(np.ceil(np.mean(files)))
         elif split_model.cut_point.sends_detections:
             if head is None:
                 raise ValueError("payload_stats where the node sends detections needs the head config to decode them")
@@ -127,6 +126,8 @@ def payload_stats(split_model: SplitModel, data: ImageSet, codecs: tuple[str, ..
         seen += len(imgs)
         if limit and seen >= limit:
             break
+    if files:  # a coded image: the mean file size, rounded up
+        raw = int(np.ceil(np.mean(files)))
     mean = {c: float(np.mean(v)) for c, v in sizes.items()}
     entropy = 0.0
     if hist.sum():

@@ -60,10 +60,6 @@ def open_final(storage: optuna.storages.BaseStorage, study: optuna.Study) -> opt
     return fs
 
 
-def settings_digest(settings: str) -> str:
-    return digest(settings)
-
-
 # ------------------------------------------------------------------------------------------ which points
 
 
@@ -140,12 +136,12 @@ def finalize(study: optuna.Study, final_study: optuna.Study, cands: list[Candida
     codec) the search study holds; ``score(acc, radio, codec, **record_fields)`` prices a result like a search
     trial (:func:`search.objective.score`). ``settings``: the final training's settings (a model finalized with
     the same settings is not trained again; a half-stored one reuses its stored result)."""
-    digest = settings_digest(settings)
-    final_study.set_user_attr(f"settings:{digest}", settings)
+    settings_key = digest(settings)
+    final_study.set_user_attr(f"settings:{settings_key}", settings)
     done: dict[str, dict[tuple[str, str], FrozenTrial]] = {}
     for t in final_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
         r = TrialRecord.from_trial(t)
-        if r.final_settings == digest and r.accuracy_key:
+        if r.final_settings == settings_key and r.accuracy_key:
             done.setdefault(r.accuracy_key, {})[(r.radio, r.codec)] = t
     out = []
     for i, c in enumerate(cands):
@@ -168,7 +164,8 @@ def finalize(study: optuna.Study, final_study: optuna.Study, cands: list[Candida
             r = TrialRecord.from_trial(t)
             if (r.radio, r.codec) in have:
                 continue
-            s = score(acc, r.radio, r.codec, role=FINAL, parent=t.number, final_settings=digest, mAP50_search=r.mAP50)
+            s = score(acc, r.radio, r.codec, role=FINAL, parent=t.number, final_settings=settings_key,
+                      mAP50_search=r.mAP50)
             final_study.add_trial(s.trial(t.params, t.distributions))
         r0 = TrialRecord.from_trial(c.trials[0])
         f = Finalized(c.key, float(r0.mAP50), float(acc.map50), float(r0.mAP50_95), float(acc.map50_95),

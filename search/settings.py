@@ -91,6 +91,3 @@ def difference(stored: str | None, rc: RunConfig, model: str) -> str | None:
         return "unreadable settings record"
     return _first_difference(old, settings_record(rc, model))
 
-
-def same(stored: str | None, rc: RunConfig, model: str) -> bool:
-    return difference(stored, rc, model) is None

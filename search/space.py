@@ -127,8 +127,6 @@ def distributions_of(params: dict[str, Any], space: SpaceConfig,
     full = params
     if "j" in params and table[int(params["j"])].sends_image and IMAGE_CODEC not in params:
         full = {**params, IMAGE_CODEC: RAW}  # a trial from before image_codec existed
-    if "j" not in full:  # a parameter set without j has no conditional part: any point declares the rest
-        full = {**full, "j": space.partitions[0]}
     rec = _Recorder(full)
     suggest(rec, space, table)  # type: ignore[arg-type] - the suggest_* calls are all it needs of a trial
     unknown = sorted(set(params) - set(rec.distributions))

@@ -130,12 +130,12 @@ class Workbench:
         return "given weights, measured" if self.rc.model.weights else "cached" if b.cached else \
             f"trained in {b.seconds:.0f} s"
 
-    @property
+    @cached_property
     def cut(self) -> CutTable:
         """The baseline's cut-point table (its MACs count the data's classes)."""
         return cut_points(self.baseline.model.cfg)
 
-    @property
+    @cached_property
     def layout(self) -> CutTable:
         """The model's cut-point table at one class: its structure (layer numbers, parameter names, accuracy keys)
         does not depend on the class count, so it needs no data and no baseline."""
