@@ -11,9 +11,12 @@ N rows of x1, y1, x2, y2, class, score as u16, maybe compressed; C holds N), 2 f
 before it and the body. Decoding checks every field before it allocates or decompresses, bounds the
 decompressed size by the declared shape, and raises :class:`PayloadError` with one line for anything wrong.
 
-Codecs come from their libraries: ``zlib`` (deflate, the paper's ZIP), ``zstd`` (zstandard), ``lzma``.
-When a codec would make the body larger than the packed bytes, the encoder stores it uncompressed and the
-header says ``none`` — a codec never makes a payload larger than sending it raw.
+Codecs come from their libraries: ``zlib`` (deflate, the paper's ZIP), ``zstd`` (zstandard), ``lzma`` - byte
+compressors over the packed codes - and the entropy codecs ``ans`` and ``ans_ctx`` (:mod:`models.entropy`: rANS
+through constriction, tables fitted on calibration images; they code the codes themselves, and both sides need
+the cut's :class:`~models.entropy.EntropyModel`). When a codec would make the body larger than the packed bytes,
+the encoder stores it uncompressed and the header says ``none`` - a codec never makes a payload larger than
+sending it raw.
 """
 
 from __future__ import annotations
@@ -29,6 +32,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 import zstandard
+
+from models.entropy import EntropyError, EntropyModel
 
 FORMAT_VERSION = 1
 MAGIC = b"SP"
@@ -52,6 +57,11 @@ class Codec:
     levels: tuple[int, int] | None
     compress: Callable[[bytes, int | None], bytes]
     decompress: Callable[[bytes, int], bytes]
+    entropy: bool = False  # codes the b-bit codes with a fitted model (models.entropy), not the packed bytes
+
+
+def _needs_model(b, n):
+    raise PayloadError("an entropy-coded body needs the cut's entropy model")
 
 
 def _bounded(read: Callable[[int], bytes], expected: int, name: str) -> bytes:
@@ -111,7 +121,11 @@ CODECS: dict[str, Codec] = {
                   _zstd_decompress),
     # xz preset 6 is the library's default
     "lzma": Codec("lzma", 3, 6, (0, 9), lambda b, lv: lzma.compress(b, preset=lv), _lzma_decompress),
+    # rANS with static per-channel tables / a context model (models.entropy); feature maps only
+    "ans": Codec("ans", 4, None, None, _needs_model, _needs_model, entropy=True),
+    "ans_ctx": Codec("ans_ctx", 5, None, None, _needs_model, _needs_model, entropy=True),
 }
+ENTROPY_CODECS = tuple(n for n, c in CODECS.items() if c.entropy)
 _BY_ID = {c.ident: c for c in CODECS.values()}
 
 
@@ -124,6 +138,9 @@ def get_codec(name: str) -> Codec:
 def compress_body(raw: bytes, codec: str, level: int | None = None) -> tuple[bytes, str]:
     """Compress ``raw`` with ``codec``; fall back to ``none`` when that would not make it smaller."""
     c = get_codec(codec)
+    if c.entropy:
+        raise ValueError(f"codec={codec!r} codes feature maps with their entropy model, not bytes: use "
+                         f"{sorted(n for n, k in CODECS.items() if not k.entropy)} here")
     if c.levels is not None:
         level = c.default_level if level is None else level
         lo, hi = c.levels
@@ -192,7 +209,7 @@ def _frame(kind: int, codec: str, bits: int, shape: tuple[int, int, int], mu: fl
 
 
 def encode_features(codes: torch.Tensor, bits: int, mu: float, max_: float, codec: str = "zlib",
-                    level: int | None = None) -> bytes:
+                    level: int | None = None, model: EntropyModel | None = None) -> bytes:
     """Frame quantized codes of one feature map.
 
     Args:
@@ -200,12 +217,21 @@ def encode_features(codes: torch.Tensor, bits: int, mu: float, max_: float, code
         bits: bit width b.
         mu, max_: the interface's calibration (Eq. 5/6), carried so the edge needs nothing else.
         codec: one of :data:`CODECS`; level: its compression level (default: the library's).
+        model: the cut's entropy model, for ``ans`` / ``ans_ctx`` (its kind must be the codec).
     """
     if codes.dim() != 3:
         raise ValueError(f"codes must be (C, H, W), got shape {tuple(codes.shape)}")
     if not 1 <= bits <= 8:
         raise ValueError(f"bits={bits} not in 1..8")
-    body, used = compress_body(pack_codes(codes, bits), codec, level)
+    packed = pack_codes(codes, bits)
+    if get_codec(codec).entropy:
+        if model is None or model.kind != codec or model.bits != bits:
+            raise ValueError(f"codec={codec!r} needs the cut's {codec} entropy model at bits={bits}, got "
+                             f"{'none' if model is None else f'{model.kind} at bits={model.bits}'}")
+        body = model.encode(codes.cpu().numpy() if isinstance(codes, torch.Tensor) else np.asarray(codes))
+        body, used = (body, codec) if len(body) < len(packed) else (packed, "none")
+    else:
+        body, used = compress_body(packed, codec, level)
     return _frame(KIND_FEATURES, used, bits, tuple(codes.shape), mu, max_, body)
 
 
@@ -237,8 +263,13 @@ def encode_image(data: bytes, image_codec: str, shape: tuple[int, int], quality:
     return _frame(c.kind, used, 8, (3, *shape), float(quality), 0.0, body)
 
 
-def decode(payload: bytes | bytearray | memoryview, max_values: int = MAX_VALUES) -> Decoded:
-    """Parse, check and decompress a payload. Raises :class:`PayloadError` on anything wrong."""
+def decode(payload: bytes | bytearray | memoryview, max_values: int = MAX_VALUES,
+           models: dict[str, EntropyModel] | None = None) -> Decoded:
+    """Parse, check and decompress a payload. Raises :class:`PayloadError` on anything wrong.
+
+    Args:
+        models: the cut's entropy models by codec name, for an ``ans`` / ``ans_ctx`` body.
+    """
     payload = bytes(payload)
     if len(payload) < HEADER_BYTES:
         raise PayloadError(f"payload is {len(payload)} bytes, shorter than the {HEADER_BYTES}-byte header")
@@ -259,10 +290,23 @@ def decode(payload: bytes | bytearray | memoryview, max_values: int = MAX_VALUES
     if values > max_values:
         raise PayloadError(f"declared shape {c}x{h}x{w} = {values} values exceeds the limit {max_values}")
     exact = True
+    if codec.entropy and kind != KIND_FEATURES:
+        raise PayloadError(f"codec {codec.name} codes feature maps only, the header declares kind {kind}")
     if kind == KIND_FEATURES:
         if not 1 <= bits <= 8:
             raise PayloadError(f"bits={bits} in header, expected 1..8")
         expected = packed_nbytes(values, bits)
+        if codec.entropy:
+            model = (models or {}).get(codec.name)
+            if model is None:
+                raise PayloadError(f"payload is {codec.name}-coded but this side holds no {codec.name} entropy model")
+            if model.bits != bits:
+                raise PayloadError(f"payload declares bits={bits}, the {codec.name} entropy model codes {model.bits}")
+            try:
+                codes = model.decode(body, (c, h, w))
+            except EntropyError as e:
+                raise PayloadError(str(e)) from None
+            return Decoded(kind, codec.name, bits, mu, mx, codes=torch.from_numpy(codes))
     elif kind in KIND_IMAGES:
         if c != 3 or bits != 8:
             raise PayloadError(f"image payload declares {c} channels of {bits} bits, expected 3 of 8")

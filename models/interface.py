@@ -49,6 +49,9 @@ class QuantInterface(nn.Module):
         self.register_buffer("max", torch.ones(()))
         # per-code reconstruction values for recon="centroid" (mean of the calibration values in each bin)
         self.register_buffer("centroids", torch.zeros(2 ** bits))
+        # entropy models of the codes by codec name (models.entropy), fitted after training (SplitModel.fit_entropy);
+        # kept beside the state dict (search.deploy.store), not in it
+        self.entropy: dict = {}
 
     def extra_repr(self) -> str:
         return (f"bits={self.bits}, recon={self.recon}, enabled={self.enabled}, "

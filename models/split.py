@@ -190,6 +190,22 @@ class SplitModel(nn.Module):
             calibrate(self.interface, feats, percentile)
 
     @torch.no_grad()
+    def fit_entropy(self, images: torch.Tensor, device: torch.device | str, kinds: tuple[str, ...],
+                    chunk: int | None = None) -> None:
+        """Fit the interface's entropy models (:mod:`models.entropy`, one per codec in ``kinds``) on the codes of
+        ``images`` (N, 3, S, S) - the calibration images, after any fine-tuning; a no-op where the image or the
+        detections cross."""
+        from models.entropy import fit
+
+        if not kinds or not self.cut_point.is_split:
+            return
+        self.eval().to(device, memory_format=torch.channels_last)
+        step = chunk or (8 if torch.device(device).type == "cpu" else 64)
+        codes = torch.cat([self.interface.quantize(self.node(images[k:k + step].to(device))).cpu()
+                           for k in range(0, len(images), step)]).numpy()
+        self.interface.entropy = {kind: fit(codes, self.interface.bits, kind) for kind in kinds}
+
+    @torch.no_grad()
     def node_peak_activation(self, x: torch.Tensor) -> int:
         """Largest input + output (values, one image) of any leaf layer on the node: the node's working RAM
         in values. ``x``: (N, 3, S, S), only the first image is run."""

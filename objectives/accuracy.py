@@ -3,7 +3,7 @@ codec from the real encoder, and the empirical entropy of the quantized codes.""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -77,6 +77,7 @@ class PayloadStats:
         entropy_bytes: empirical entropy of the codes (order-0, over the whole set) x values / 8: a lower
             bound for any codec that codes values independently.
         best_codec: the codec with the smallest mean.
+        table_bytes: per entropy codec (``ans``, ``ans_ctx``), the bytes of its fitted tables the node keeps.
     """
 
     raw_bytes: int
@@ -84,14 +85,22 @@ class PayloadStats:
     max_bytes: dict[str, int]
     entropy_bytes: float
     best_codec: str
+    table_bytes: dict[str, int] = field(default_factory=dict)
 
 
 @torch.no_grad()
 def payload_stats(split_model: SplitModel, data: ImageSet, codecs: tuple[str, ...] = tuple(CODECS),
                   head: YOLOHeadConfig | None = None, conf_threshold: float = 0.25, nms_iou: float = 0.5,
                   batch_size: int = 32, device: torch.device | str = "cpu", limit: int | None = None) -> PayloadStats:
-    """Encode every image's payload at the partition point with each codec."""
+    """Encode every image's payload at the partition point with each codec. An entropy codec (``ans``,
+    ``ans_ctx``) uses the interface's fitted model (:meth:`SplitModel.fit_entropy`); where the image or the
+    detections cross it does not apply and the payload is sent as with ``none``."""
     to_device(split_model.eval(), device)
+    entropy = [c for c in codecs if CODECS[c].entropy]
+    if entropy and split_model.cut_point.is_split:
+        missing = sorted(set(entropy) - set(split_model.interface.entropy))
+        if missing:
+            raise ValueError(f"payload_stats: no fitted entropy model for {missing} (SplitModel.fit_entropy first)")
     sizes: dict[str, list[int]] = {c: [] for c in codecs}
     hist = np.zeros(256, dtype=np.int64)
     raw = 0
@@ -105,14 +114,15 @@ def payload_stats(split_model: SplitModel, data: ImageSet, codecs: tuple[str, ..
                 data_ = ic.encode(q, iface.quality)
                 files.append(len(data_))
                 for c in codecs:
-                    sizes[c].append(len(encode_image(data_, ic.name, q.shape[:2], iface.quality, c)))
+                    sizes[c].append(len(encode_image(data_, ic.name, q.shape[:2], iface.quality,
+                                                     "none" if CODECS[c].entropy else c)))
         elif split_model.cut_point.sends_detections:
             if head is None:
                 raise ValueError("payload_stats where the node sends detections needs the head config to decode them")
             dets = postprocess(decode_heads(split_model.node(imgs), head), conf_threshold, nms_iou)
             for d in dets:
                 for c in codecs:
-                    sizes[c].append(len(encode_detections(d, c)))
+                    sizes[c].append(len(encode_detections(d, "none" if CODECS[c].entropy else c)))
                 raw = max(raw, len(d) * 12)
         else:
             iface: QuantInterface = split_model.interface
@@ -122,17 +132,19 @@ def payload_stats(split_model: SplitModel, data: ImageSet, codecs: tuple[str, ..
             raw = packed_nbytes(codes[0].numel(), iface.bits)
             for q in codes:
                 for c in codecs:
-                    sizes[c].append(len(encode_features(q, iface.bits, float(iface.mu), float(iface.max), c)))
+                    sizes[c].append(len(encode_features(q, iface.bits, float(iface.mu), float(iface.max), c,
+                                                        model=iface.entropy.get(c))))
         seen += len(imgs)
         if limit and seen >= limit:
             break
     if files:  # a coded image: the mean file size, rounded up
         raw = int(np.ceil(np.mean(files)))
     mean = {c: float(np.mean(v)) for c, v in sizes.items()}
-    entropy = 0.0
+    entropy_bytes = 0.0
     if hist.sum():
         p = hist[hist > 0] / hist.sum()
         per_image_values = hist.sum() / max(seen, 1)
-        entropy = float(-(p * np.log2(p)).sum() * per_image_values / 8)
-    return PayloadStats(raw, mean, {c: int(max(v)) for c, v in sizes.items()}, entropy,
-                        min(mean, key=mean.get))
+        entropy_bytes = float(-(p * np.log2(p)).sum() * per_image_values / 8)
+    tables = {c: split_model.interface.entropy[c].table_bytes for c in entropy if split_model.cut_point.is_split}
+    return PayloadStats(raw, mean, {c: int(max(v)) for c, v in sizes.items()}, entropy_bytes,
+                        min(mean, key=mean.get), tables)

@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 from models import Darknet, YOLOLoss, cut_points, prune, split
+from models.codec import CODECS
 from models.split import SplitModel
 from objectives.accuracy import evaluate_map, payload_stats
 from objectives.costs import (
@@ -99,6 +100,7 @@ class AccuracyResult:
     seconds: float = 0.0
     edge_measured_ms: float | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
+    entropy_table_bytes: dict[str, int] = field(default_factory=dict)  # per entropy codec: its tables on the node
 
     def as_attrs(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,6 +183,7 @@ def measure(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSe
         laps.lap("finetune")
         r = evaluate_map(sm, val, head, cfg.input_size, ev.conf_threshold, ev.nms_iou, device)
         laps.lap("evaluate")
+    sm.fit_entropy(calib, device, tuple(c for c in s.codecs if CODECS[c].entropy))  # on the trained model's codes
     ps = payload_stats(sm, val.subset(0, ev.payload_images), s.codecs, head=head,
                        conf_threshold=ev.payload_conf_threshold, nms_iou=ev.nms_iou, device=device)
     laps.lap("payload")
@@ -206,6 +209,7 @@ def measure(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSe
         finetune_skipped=policy.tunes(sm) and before.keep,
         image_codec=point.image_codec if point.coded_image else "", quality=point.quality if point.coded_image else 0,
         seconds=time.time() - laps.start, edge_measured_ms=edge_ms, phase_seconds=laps.phases,
+        entropy_table_bytes=ps.table_bytes,
     )
     return Measurement(result, sm, kept_idx)
 
@@ -223,7 +227,8 @@ def node_work(acc: AccuracyResult, codec: str) -> NodeWork:
     return NodeWork(j=acc.j, node_macs=acc.node_macs, edge_macs=acc.edge_macs, feature_values=acc.feature_values,
                     raw_bytes=acc.raw_bytes, payload_bytes=int(math.ceil(acc.payload_mean_bytes[codec])),
                     weight_count=acc.weight_count, peak_activation_values=acc.peak_activation_values,
-                    image_pixels=acc.cut_shape[1] * acc.cut_shape[2] if acc.image_codec else 0)
+                    image_pixels=acc.cut_shape[1] * acc.cut_shape[2] if acc.image_codec else 0,
+                    codec_flash_bytes=int(acc.entropy_table_bytes.get(codec, 0)))
 
 
 def evaluate_costs(acc: AccuracyResult, node: ProcessorProfile, edge: EdgeProfile, radio: RadioProfile,

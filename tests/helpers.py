@@ -109,3 +109,45 @@ def fake_table(path, rc, model: str = "fake-model (tests/helpers.fake_table)", p
                      "grid": {"bits": list(GRID_BITS), "counts_per_cut_conv": GRID_COUNTS,
                               "levels": list(GRID_LEVELS), "criterion": "l1"}}, rows)
     return cut
+
+
+def readme_entropy_body(codes, m: dict) -> bytes:
+    """An ``ans`` / ``ans_ctx`` body built from the bundle README's words and interface.json's ``entropy_model``
+    alone (pure Python, not models.entropy or constriction)."""
+    import base64
+    import struct
+
+    import numpy as np
+
+    c, h, w = codes.shape
+    levels = 2 ** m["bits"]
+    cum = np.frombuffer(base64.b64decode(m["cum_u16le_base64"]), dtype="<u2").reshape(m["table_shape"])
+    term = m["term_of_code"]
+    g = m["term_levels"]
+
+    def value(ch, y, x):
+        return term[int(codes[ch, y, x])] if 0 <= y < h and 0 <= x < w else 0
+
+    symbols = []  # (start16, freq16) in coding order
+    for ch in m["order"]:
+        for y, x in sorted(((y, x) for y in range(h) for x in range(w)), key=lambda p: (2 * p[0] + p[1], p[0])):
+            ctx, mult = 0, 1
+            for side, dy, dx in m["terms"]:
+                src = ch if side == "own" else m["parent"][ch]
+                ctx += (value(src, y - dy, x - dx) if src >= 0 else 0) * mult
+                mult *= g
+            row = [int(v) for v in cum[m["group"][ch]][ctx]] + [65536]
+            s = int(codes[ch, y, x])
+            assert s < levels
+            symbols.append((row[s], row[s + 1] - row[s]))
+    state, words = 0, []
+    for start, f16 in reversed(symbols):
+        f, start = f16 * 256, start * 256
+        if (state >> 40) >= f:
+            words.append(state & 0xFFFFFFFF)
+            state >>= 32
+        state = ((state // f) << 24) | (start + state % f)
+    while state:
+        words.append(state & 0xFFFFFFFF)
+        state >>= 32
+    return struct.pack("<I", m["crc32"]) + b"".join(struct.pack("<I", v) for v in words)

@@ -100,13 +100,14 @@ def edge_latency_ms(macs: float, edge: EdgeProfile, measured_ms: float | None = 
 
 
 def memory_feasibility(weight_count: int, peak_activation_values: int, platform: ProcessorProfile,
-                       extra_ram_bytes: float = 0.0) -> Feasibility:
-    """Does the node part fit? Weights in flash; the largest layer's input + output activations (plus
-    ``extra_ram_bytes``, e.g. a codec's working memory) in RAM."""
-    w = weight_count * platform.bytes_per_weight
+                       extra_ram_bytes: float = 0.0, extra_flash_bytes: float = 0.0) -> Feasibility:
+    """Does the node part fit? Weights (plus ``extra_flash_bytes``, e.g. an entropy codec's tables) in flash; the
+    largest layer's input + output activations (plus ``extra_ram_bytes``, e.g. a codec's working memory) in RAM."""
+    w = weight_count * platform.bytes_per_weight + extra_flash_bytes
     a = peak_activation_values * platform.bytes_per_activation + extra_ram_bytes
     if platform.flash_bytes and w > platform.flash_bytes:
-        return Feasibility(False, f"weights need {w / 1024:.0f} KiB, {platform.name} has "
+        what = "weights and codec tables" if extra_flash_bytes else "weights"
+        return Feasibility(False, f"{what} need {w / 1024:.0f} KiB, {platform.name} has "
                                   f"{platform.flash_bytes / 1024:.0f} KiB flash")
     if platform.ram_bytes and a > platform.ram_bytes:
         return Feasibility(False, f"activations and buffers need {a / 1024:.0f} KiB, {platform.name} has "

@@ -37,6 +37,7 @@ class NodeWork:
         payload_bytes: bytes sent, after the codec, header included.
         weight_count: parameters on the node; peak_activation_values: largest layer input + output.
         image_pixels: pixels the node codes with a lossy image codec (0: none; j=0 with JPEG/WebP).
+        codec_flash_bytes: constant tables the codec keeps on the node (an entropy codec's fitted model).
     """
 
     j: int
@@ -48,6 +49,7 @@ class NodeWork:
     weight_count: int = 0
     peak_activation_values: int = 0
     image_pixels: int = 0
+    codec_flash_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,20 +115,24 @@ def evaluate_costs(
     tx = transfer_cost(work.payload_bytes, radio)
     # a coded image: the encoder's working memory and its output buffer beside the image
     image_ram = image.node_ram_bytes + work.payload_bytes if px else 0.0
-    mem = memory_feasibility(work.weight_count, work.peak_activation_values, node,
-                             (codec.node_ram_bytes if work.raw_bytes else 0.0) + image_ram)
+    coding = work.raw_bytes and (work.feature_values or not codec.compress_cycles_per_value)
+    # an entropy codec (per-value cost) codes feature maps only, holding its whole output (rANS codes in reverse)
+    codec_ram = (codec.node_ram_bytes + (work.payload_bytes if codec.compress_cycles_per_value else 0.0)
+                 if coding else 0.0)
+    mem = memory_feasibility(work.weight_count, work.peak_activation_values, node, codec_ram + image_ram,
+                             work.codec_flash_bytes if coding else 0)
     reasons = [r for ok, r in ((mem.ok, mem.reason), (tx.feasible, tx.reason)) if not ok]
     return CostBreakdown(
         radio=radio.name, codec=codec.name, platform=node.name,
         compute_mj=compute_energy_mj(work.node_macs, node),
         quantize_mj=quantize_energy_mj(work.feature_values, node),
-        compress_mj=compress_energy_mj(work.raw_bytes, codec, node),
+        compress_mj=compress_energy_mj(work.raw_bytes, codec, node, work.feature_values),
         radio_mj=tx.energy_mj,
         compute_ms=compute_latency_ms(work.node_macs, node),
         quantize_ms=quantize_latency_ms(work.feature_values, node),
-        compress_ms=compress_latency_ms(work.raw_bytes, codec, node),
+        compress_ms=compress_latency_ms(work.raw_bytes, codec, node, work.feature_values),
         radio_ms=tx.latency_ms,
-        decompress_ms=decompress_latency_ms(work.raw_bytes, codec, edge),
+        decompress_ms=decompress_latency_ms(work.raw_bytes, codec, edge, work.feature_values),
         edge_ms=edge_latency_ms(work.edge_macs, edge, edge_measured_ms),
         feasible=not reasons, reason="; ".join(reasons),
         image_codec=image.name if px else "",

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from models.codec import FORMAT_VERSION, HEADER_BYTES, get_codec
+from models.entropy import EntropyModel, template
 from models.prune import load_pruned
 from models.split import SplitModel, split
 
@@ -41,7 +42,9 @@ def rebuild(baseline: nn.Module, blob: dict, bits: int, recon: str, image_codec:
     sm = split(baseline, int(blob["j"]), bits=bits, recon=recon, image_codec=image_codec, quality=quality)
     if blob.get("baseline"):  # kept as the baseline's own weights (WeightStore.save's stub)
         return sm.eval()
-    return load_pruned(sm, blob["state_dict"]).eval()
+    sm = load_pruned(sm, blob["state_dict"]).eval()
+    sm.interface.entropy = {name: EntropyModel.from_json(d) for name, d in blob.get("entropy", {}).items()}
+    return sm
 
 
 def cut_channel_indices(sm: SplitModel, kept: dict[str, list[int]]) -> list[int]:
@@ -144,6 +147,7 @@ def write_bundle(out: Path, sm: SplitModel, blob: dict, info: dict[str, Any], im
         "kept_channels": cut_channel_indices(sm, blob.get("kept", {})) if p.is_split else None,
         "input_size": sm.cfg.input_size,
         "image_codec": image_codec_spec(sm) if sm.coded_image else None,
+        "entropy_model": entropy_spec(sm, info["codec"]["algorithm"]),
         "head": {**{k: v for k, v in asdict(head).items() if k in ("num_classes", "anchors", "masks", "strides",
                                                                      "scale_xy", "box")}},
         "files": files,
@@ -154,6 +158,50 @@ def write_bundle(out: Path, sm: SplitModel, blob: dict, info: dict[str, Any], im
     shutil.rmtree(out, ignore_errors=True)
     tmp.replace(out)
     return out
+
+
+def entropy_spec(sm: SplitModel, algorithm: str) -> dict[str, Any] | None:
+    """The cut's fitted entropy model where the bundle's codec is ``ans`` / ``ans_ctx`` (else None)."""
+    if not get_codec(algorithm).entropy or not sm.cut_point.is_split:  # the image / detections: sent as none
+        return None
+    model = sm.interface.entropy.get(algorithm)
+    if model is None:
+        raise DeployError(f"codec {algorithm}: the split model holds no fitted {algorithm} entropy model")
+    return model.to_json()
+
+
+def _entropy_readme(spec: dict) -> str:
+    m = spec.get("entropy_model")
+    if not m:
+        return ""
+    bits = m["bits"]
+    tpl = template(m["kind"], bits)
+    terms = ", ".join([f"own ({dy},{dx})" for dy, dx in tpl.own] + [f"parent ({dy},{dx})" for dy, dx in tpl.parent])
+    return f"""
+## Entropy coding (`{m['kind']}`; `models/entropy.py` is the reference)
+
+The body is the model's CRC-32 (u32 little-endian, {m['crc32']}: `crc32` in interface.json's `entropy_model`)
+followed by the words of an rANS coder (u32 little-endian) - constriction's `AnsCoder` (32-bit words, 64-bit
+state, 24-bit precision). The model (`entropy_model`) holds, per channel c of the {m['channels']} sent (numbered
+in the order they are sent): `order` (the coding order of the channels), `parent` (a channel coded before c, -1:
+none), `group` (its table), `term_of_code` (code -> term value) and the tables `cum_u16le_base64`: u16 little-endian
+cumulative frequency starts of shape `table_shape` = (groups, contexts, 2^bits), each row starting at 0; a
+symbol's 16-bit frequency f16 is the next start minus its own (65536 after the last).
+
+Context of the code at channel c, row y, column x: the terms {terms or 'none (one row per group)'}, in that
+order, where (dy, dx) is the term value `term_of_code[code]` at row y - dy, column x - dx of the own channel
+(already coded) or of the parent channel (fully coded); 0 outside the map or without a parent. The context number
+is the sum of term_i * G^i with G = {tpl.levels}. The symbol's row is `cum[group[c]][context]`.
+
+Coding order: channels in `order`; in each channel the positions by t = 2y + x ascending, then y ascending.
+Encoding (the node), starting from state = 0 with an empty word list, takes the symbols in *reverse* coding order;
+for each, with f = f16 x 256 and start = cum16 x 256:
+if (state >> 40) >= f: append (state & 0xFFFFFFFF) to the words; state >>= 32. Then
+state = ((state // f) << 24) | (start + state % f).
+At the end, append state's 32-bit words least significant first, leaving out its zero high words (state 0:
+nothing). The decoder (the edge) reads the words from the end; it refuses a body whose model CRC differs, whose
+length exceeds 4 + 4 x (ceil(C*H*W*16/32) + 2) bytes, or that has words left after the declared codes.
+"""
 
 
 def image_codec_spec(sm: SplitModel) -> dict[str, Any]:
@@ -222,7 +270,7 @@ The node sends {what}.
 | 0 | magic | 2 bytes | `SP` |
 | 2 | version | u8 | {spec['payload_format_version']} |
 | 3 | kind | u8 | {frame_kind} (0 = feature map / raw image, 1 = detections, 2 = JPEG, 3 = WebP) |
-| 4 | codec | u8 | 0 none, 1 zlib, 2 zstd, 3 lzma (`{codec['algorithm']}` here; sent as none where it would grow) |
+| 4 | codec | u8 | 0 none, 1 zlib, 2 zstd, 3 lzma, 4 ans, 5 ans_ctx (here `{codec['algorithm']}`; none if it grows) |
 | 5 | bits | u8 | {spec['bits']} |
 | 6 | C, H, W | 3 x u16 | {c}, {h}, {w} (detections: N rows, 6, 1) |
 | 12 | mu | f32 | {spec['mu']!r} |
@@ -245,4 +293,4 @@ Detections rows (kind 1): x1, y1, x2, y2 in input pixels, class, round(score x 6
 The kept channels (`kept_channels` in interface.json) are the indices of the unpruned layer's channels that the
 pruned node still computes, in the order they are sent. The edge maps each code through
 `reconstruction_table` ({spec['recon']}).
-""" + _image_readme(spec)
+""" + _image_readme(spec) + _entropy_readme(spec)

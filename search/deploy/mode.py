@@ -9,6 +9,7 @@ from pathlib import Path
 import optuna
 import torch
 
+from models.codec import get_codec
 from search.deploy.store import WeightStore
 from search.outputs import view
 from search.profiles import ConfigError, load_profile
@@ -52,6 +53,11 @@ def deploy(wb: Workbench, study: optuna.Study, storage) -> Path:
     point = point_of(trial.params, rc.space, wb.layout)
     sm = rebuild(wb.baseline.model, blob, point.bits, rc.model.recon, acc.image_codec or None, acc.quality)
     codec = load_profile("codec", rec.codec)
+    if get_codec(codec.codec).entropy and codec.codec not in sm.interface.entropy:
+        # weights kept before the entropy models were stored with them: fit them as the search did (deterministic)
+        calib = torch.from_numpy(wb.train.images[:rc.eval.calib_images]).permute(0, 3, 1, 2).float() / 255
+        sm.fit_entropy(calib, wb.device, (codec.codec,))
+        sm.cpu()
     info = {"study": rc.study.name, "trial": trial.number, "key": acc.key, "model": wb.model_name,
             "fidelity": "final" if final else "search", "final_trial": rec.final_trial,
             "finetune_steps": acc.finetune_steps,

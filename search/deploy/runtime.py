@@ -22,7 +22,9 @@ from models.codec import (
     encode_detections,
     encode_features,
     encode_image,
+    get_codec,
 )
+from models.entropy import EntropyError, EntropyModel
 from models.image_codec import get_image_codec
 from models.interface import ImageInterface, QuantInterface
 from models.yolo import YOLOHeadConfig, postprocess
@@ -79,6 +81,15 @@ class Bundle:
         table = self.spec.get("reconstruction_table")
         self.table = np.asarray(table, dtype=np.float32) if table is not None else None
         self.algorithm = self.spec["codec"]["algorithm"]
+        em = self.spec.get("entropy_model")
+        try:
+            self.entropy = {em["kind"]: EntropyModel.from_json(em)} if em else {}
+        except EntropyError as e:
+            raise BundleError(f"{self.folder / 'interface.json'}: {e}") from None
+        if get_codec(self.algorithm).entropy and self.kind == "features" and self.algorithm not in self.entropy:
+            raise BundleError(f"{self.folder / 'interface.json'}: codec {self.algorithm} but no entropy_model")
+        if get_codec(self.algorithm).entropy and self.kind != "features":
+            self.algorithm = "none"  # an entropy codec codes feature maps only; the search priced these as sent
         ev = self.spec["eval"]
         self.conf, self.nms_iou, self.max_det = ev["conf_threshold"], ev["nms_iou"], ev["max_det"]
         self.payload_conf = ev["payload_conf_threshold"]
@@ -102,14 +113,14 @@ class Bundle:
             dets = postprocess(decode_heads(heads, self.head), self.payload_conf, self.nms_iou)[0]
             return encode_detections(dets, self.algorithm)
         return encode_features(self.interface.quantize(torch.from_numpy(out[0][0])), self.bits, self.mu, self.max,
-                               self.algorithm)
+                               self.algorithm, model=self.entropy.get(self.algorithm))
 
     # ------------------------------------------------------------------ edge side
 
     def edge_detections(self, payload: bytes) -> np.ndarray:
         """A payload -> detections (n, 6: x1, y1, x2, y2, score, class). Raises models.codec.PayloadError (or
         BundleError for a payload of the wrong shape or kind) on a bad one."""
-        d = decode(payload)
+        d = decode(payload, models=self.entropy)
         if d.kind == KIND_DETECTIONS:
             if self.kind != "detections":
                 raise BundleError("a detections payload for a bundle that expects a feature map")

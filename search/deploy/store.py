@@ -45,6 +45,9 @@ class WeightStore:
             blob["baseline"] = True
         else:
             blob["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            entropy = getattr(model.interface, "entropy", {})
+            if entropy:  # the fitted entropy models (models.entropy), beside the state dict
+                blob["entropy"] = {name: m.to_json() for name, m in entropy.items()}
         torch.save(blob, tmp)
         tmp.replace(path)
         return path

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from models import CODECS, PayloadError, decode, encode_detections, encode_features, packed_nbytes
-from models.codec import HEADER_BYTES, MAGIC, MAX_VALUES, pack_codes, unpack_codes
+from models.codec import ENTROPY_CODECS, HEADER_BYTES, MAGIC, MAX_VALUES, pack_codes, unpack_codes
+from models.entropy import fit
 
 HDR = struct.Struct("<2sBBBBHHHffI")
 
@@ -34,8 +35,9 @@ def codes_for(bits, shape, seed=0, sparse=False):
 @pytest.mark.parametrize("sparse", [False, True])
 def test_roundtrip_bit_exact(codec, bits, sparse):
     codes = codes_for(bits, (3, 7, 11), seed=bits, sparse=sparse)  # 231 values: n*b rarely a byte multiple
-    p = encode_features(codes, bits, 0.25, 1.5, codec)
-    d = decode(p)
+    models = {codec: fit(codes[None].numpy(), bits, codec)} if CODECS[codec].entropy else {}
+    p = encode_features(codes, bits, 0.25, 1.5, codec, model=models.get(codec))
+    d = decode(p, models=models)
     assert torch.equal(d.codes, codes)
     assert (d.bits, d.mu, d.max) == (bits, 0.25, 1.5)
     assert d.codec in (codec, "none")
@@ -124,7 +126,10 @@ def test_decompression_bomb_is_bounded(name, compress):
 
 def test_detections_roundtrip():
     dets = torch.tensor([[10.2, 20.7, 50.0, 80.4, 0.91, 0], [0, 0, 159, 159, 0.45, 3]])
-    for codec in CODECS:
+    for codec in ENTROPY_CODECS:  # entropy codecs code feature maps only
+        with pytest.raises(ValueError, match="codes feature maps"):
+            encode_detections(dets, codec)
+    for codec in set(CODECS) - set(ENTROPY_CODECS):
         d = decode(encode_detections(dets, codec)).detections
         assert d.shape == (2, 6)
         assert torch.allclose(d[:, :4], dets[:, :4].round())

@@ -43,6 +43,29 @@ def test_payload_stats_real_encoder(data):
     assert st.best_codec in ("none", "zlib", "zstd")
 
 
+@pytest.mark.parametrize("bits", [1, 4])
+def test_payload_stats_entropy_codecs_are_the_encoders_bytes(data, bits):
+    """The entropy codecs' sizes are the framed bodies of the fitted models, image by image; their tables are
+    reported; without a fitted model payload_stats refuses."""
+    torch.manual_seed(0)
+    sm = split(TinyYOLOv3(CFG), 2, bits=bits).eval()
+    x = torch.from_numpy(data.images).permute(0, 3, 1, 2).float() / 255
+    sm.calibrate(x, "cpu", 100.0)
+    with pytest.raises(ValueError, match="no fitted entropy model"):
+        payload_stats(sm, data, ("zlib", "ans_ctx"))
+    sm.fit_entropy(x[:32], "cpu", ("ans", "ans_ctx"))
+    st = payload_stats(sm, data, ("none", "zlib", "ans", "ans_ctx"))
+    iface = sm.interface
+    with torch.no_grad():
+        codes = iface.quantize(sm.node(x))
+    for name in ("ans", "ans_ctx"):
+        m = iface.entropy[name]
+        sizes = [24 + min(len(m.encode(c.numpy())), st.raw_bytes) for c in codes]
+        assert st.mean_bytes[name] == pytest.approx(np.mean(sizes)) and st.max_bytes[name] == max(sizes)
+        assert st.table_bytes[name] == m.table_bytes > 0
+    assert st.mean_bytes["ans_ctx"] < st.mean_bytes["none"]
+
+
 def test_evaluate_map_perfect_predictions_score_one(data):
     gts = ground_truth(data, 64)
     dets = [np.c_[g[:, :4], np.full(len(g), 0.9), g[:, 4]] for g in gts]

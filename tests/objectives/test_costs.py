@@ -213,6 +213,32 @@ def test_totals_hand_computed(radios):
     assert not bad.feasible and "RAM" in bad.reason
 
 
+def test_entropy_codec_costs_hand_computed(radios):
+    """An entropy codec is priced per coded value on the node and per decoded value on the edge; its fitted tables
+    count against flash, its whole output against RAM; where no feature map is coded it costs nothing."""
+    edge = EdgeProfile("e", macs_per_s=1e12, overhead_ms=1)
+    ans = load_profile("codec", "ans_ctx")
+    assert ans.codec == "ans_ctx" and ans.compress_cycles_per_value > 0 and ans.compress_cycles_per_byte == 0
+    work = NodeWork(j=2, node_macs=10_000_000, edge_macs=1_000_000_000, feature_values=51_200, raw_bytes=6_400,
+                    payload_bytes=3_500, weight_count=5_000, peak_activation_values=100_000, codec_flash_bytes=65_536)
+    c = evaluate_costs(work, M7, edge, radios["wifi"], ans)
+    assert c.compress_mj == pytest.approx(51_200 * ans.compress_cycles_per_value * 0.56e-6)
+    assert c.compress_ms == pytest.approx(51_200 * ans.compress_cycles_per_value / 2.8e8 * 1e3)
+    assert c.decompress_ms == pytest.approx(51_200 / ans.decompress_values_per_s * 1e3)
+    assert c.feasible
+    too_big = evaluate_costs(dataclasses.replace(work, codec_flash_bytes=M7.flash_bytes), M7, edge, radios["wifi"], ans)
+    assert not too_big.feasible and "weights and codec tables need" in too_big.reason
+    ram = M7.ram_bytes - 100_000 - ans.node_ram_bytes  # the payload buffer tips it over
+    tight = dataclasses.replace(work, payload_bytes=int(ram) + 1)
+    assert not evaluate_costs(tight, M7, edge, radios["wifi"], ans).feasible
+    assert evaluate_costs(dataclasses.replace(tight, payload_bytes=int(ram) - 1), M7, edge, radios["wifi"], ans).feasible
+    # the image (j=0) or the detections: nothing is entropy-coded, nothing is priced or stored
+    img = NodeWork(j=0, node_macs=0, edge_macs=1, feature_values=0, raw_bytes=76_800, payload_bytes=76_824,
+                   codec_flash_bytes=10 * M7.flash_bytes)
+    ci = evaluate_costs(img, M7, edge, radios["wifi"], ans)
+    assert ci.compress_mj == 0 and ci.decompress_ms == 0 and ci.feasible
+
+
 def test_table1_ratios():
     """Hand-made breakdowns whose totals give the paper's Table I (with pruning): x5.74 / x17 energy saving and
     x5.24 / x2.65 speed-up against all-in-edge / all-in-node."""

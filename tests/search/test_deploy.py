@@ -263,7 +263,8 @@ def test_deploy_errors_are_one_line(study, tmp_path):
 
 
 def test_codecs_in_the_readme_table_are_the_codec_ids():
-    assert {name: c.ident for name, c in CODECS.items()} == {"none": 0, "zlib": 1, "zstd": 2, "lzma": 3}
+    assert {name: c.ident for name, c in CODECS.items()} == {"none": 0, "zlib": 1, "zstd": 2, "lzma": 3,
+                                                                "ans": 4, "ans_ctx": 5}
 
 
 def test_the_command_line_edge_and_node_on_a_folder_of_images(study, tmp_path):

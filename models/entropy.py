@@ -1,0 +1,421 @@
+"""Entropy coding of the quantized cut: static probability tables fitted on calibration images, coded with rANS.
+
+Two models, both lossless with respect to the b-bit codes (accuracy does not change, only bytes and costs):
+
+``ans``
+    one order-0 table per channel group: the distribution of a channel's codes.
+``ans_ctx``
+    a context model: the probability of a code given already-coded neighbours in its own channel and in its
+    *parent* channel. The parent is chosen at calibration by a Chow-Liu tree (the maximum spanning tree of the
+    channels' pairwise mutual information), so every channel is coded after the channel that predicts it best;
+    the parent is fully known when a channel is coded, so its values to the right and below count too.
+
+Templates (``(dy, dx)`` = the code at row ``y - dy``, column ``x - dx``; outside the map reads 0; a channel without
+a parent reads 0 for the parent terms):
+
+====  ===========================================  =====================  ==========
+bits  own channel                                  parent channel         contexts
+====  ===========================================  =====================  ==========
+1     W (0,1), N (1,0), NW (1,1), NE (1,-1),        same (0,0), E (0,-1),  2^8 = 256
+      WW (0,2)                                     S (-1,0)
+2     W, N, NW, NE                                 same                   4^5 = 1024
+3-8   W, N, NW (top 2 bits of each code)           same (top 2 bits)      4^4 = 256
+====  ===========================================  =====================  ==========
+
+The context number is ``sum_i v_i * G**i`` over the terms in that order (own terms first), ``G = 2**min(bits, 2)``
+and ``v_i`` the term's code (its top two bits for b > 2). A richer template, adapting the tables while coding and
+models per channel group were measured (docs/entropy_coding.md); what is here is what paid.
+
+Tables: frequencies of each (channel group, context) row sum to ``2**16``, every symbol >= 1 (16-bit cumulative
+starts, so a node keeps them in flash as u16). The coder is constriction's rANS ``AnsCoder`` (32-bit words, 64-bit
+state, 24-bit precision); a row's 16-bit frequencies are scaled by 256. Symbols are coded channel by channel in the
+model's channel order, and within a channel by wave ``t = 2y + x`` then by ``y``, so every neighbour of a
+position is decoded before it and a decoder can decode one wave at a time. The body is the model's CRC-32 (u32, so
+an edge holding other tables refuses the payload) followed by the coder's words (u32 little-endian). The deploy
+bundle's README states the whole algorithm for a C node.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+KINDS = ("ans", "ans_ctx")
+TABLE_BITS = 16  # table frequencies sum to 2**16 (u16 cumulative starts on the node)
+PRECISION = 24  # constriction's DefaultAnsCoder: 32-bit words, 64-bit state, 24-bit probabilities
+SMOOTHING = 0.5  # Krichevsky-Trofimov pseudo-count per symbol and context
+# Largest table a fitted model may take (u16 entries); beyond it channels share tables in groups. Assumption: a
+# quarter of the STM32H7A3's 2 MiB flash (the tables are constants); the memory check prices what a model holds.
+MAX_TABLE_BYTES = 256 * 1024
+CHOW_LIU_SAMPLES = 16384  # positions per channel used to estimate the mutual information
+
+
+class EntropyError(ValueError):
+    """A body or model that cannot be used; the message says why in one line."""
+
+
+@dataclass(frozen=True)
+class Template:
+    own: tuple[tuple[int, int], ...]
+    parent: tuple[tuple[int, int], ...]
+    levels: int  # G: values per term
+
+    @property
+    def contexts(self) -> int:
+        return self.levels ** (len(self.own) + len(self.parent))
+
+
+def template(kind: str, bits: int) -> Template:
+    if kind not in KINDS:
+        raise EntropyError(f"entropy codec {kind!r} not in {list(KINDS)}")
+    if not 1 <= bits <= 8:
+        raise EntropyError(f"bits={bits} not in 1..8")
+    if kind == "ans":
+        return Template((), (), 1)
+    if bits == 1:
+        return Template(((0, 1), (1, 0), (1, 1), (1, -1), (0, 2)), ((0, 0), (0, -1), (-1, 0)), 2)
+    if bits == 2:
+        return Template(((0, 1), (1, 0), (1, 1), (1, -1)), ((0, 0),), 4)
+    return Template(((0, 1), (1, 0), (1, 1)), ((0, 0),), 4)
+
+
+def equal_mass_lut(codes: np.ndarray, bits: int, levels: int = 4) -> np.ndarray:
+    """Code -> term value for b > 2: ``levels`` buckets of (about) equal mass over the calibration codes, monotone in
+    the code (the boundaries are the codes where the cumulative share passes 1/4, 2/4, 3/4)."""
+    hist = np.bincount(np.asarray(codes).ravel().astype(np.int64), minlength=2 ** bits).astype(np.float64)
+    share = np.cumsum(hist) / max(hist.sum(), 1)
+    bounds = np.searchsorted(share, np.arange(1, levels) / levels, side="left") + 1
+    return np.searchsorted(bounds, np.arange(2 ** bits), side="right").astype(np.uint8)
+
+
+def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """``out[..., y, x] = x[..., y - dy, x - dx]``, 0 outside the map."""
+    out = np.zeros_like(x)
+    h, w = x.shape[-2:]
+    if abs(dy) >= h or abs(dx) >= w:
+        return out
+    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+@lru_cache(maxsize=64)
+def wave_order(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+    """Positions of an h x w map in coding order (by ``t = 2y + x``, then ``y``) as flat indices, and the start of
+    each wave in that order (plus the end)."""
+    y, x = np.divmod(np.arange(h * w), w)
+    t = 2 * y + x
+    order = np.lexsort((y, t))
+    starts = np.r_[0, np.flatnonzero(np.diff(t[order])) + 1, h * w]
+    return order, starts
+
+
+def identity_lut(bits: int) -> np.ndarray:
+    return np.arange(2 ** bits, dtype=np.uint8)
+
+
+def contexts(codes: np.ndarray, lut: np.ndarray, tpl: Template, parent: np.ndarray) -> np.ndarray:
+    """Context number of every code of ``codes`` (..., C, H, W) under ``tpl`` (``parent[c]`` < 0: none); ``lut``
+    maps a code to its term value."""
+    x = lut.astype(np.int64)[codes.astype(np.int64)]
+    ctx = np.zeros_like(x)
+    g, mult = tpl.levels, 1
+    for dy, dx in tpl.own:
+        ctx += _shift(x, dy, dx) * mult
+        mult *= g
+    if tpl.parent:
+        root = parent < 0
+        px = x[..., np.where(root, 0, parent), :, :]
+        px[..., root, :, :] = 0
+        for dy, dx in tpl.parent:
+            ctx += _shift(px, dy, dx) * mult
+            mult *= g
+    return ctx
+
+
+@dataclass(frozen=True, eq=False)
+class EntropyModel:
+    """Fitted tables of one entropy codec for one cut (channels, bits).
+
+    Attributes:
+        kind: ``ans`` or ``ans_ctx``. bits: the codes' bit width. order: channels in coding order. parent: each
+        channel's parent (-1: none; always coded before it). group: each channel's table group. cum: (groups,
+        contexts, 2**bits) u16 cumulative starts of the 16-bit frequency rows (``cum[..., 0] == 0``).
+    """
+
+    kind: str
+    bits: int
+    order: np.ndarray
+    parent: np.ndarray
+    group: np.ndarray
+    cum: np.ndarray
+    lut: np.ndarray
+
+    def __post_init__(self) -> None:
+        tpl = template(self.kind, self.bits)
+        c, levels = len(self.order), 2 ** self.bits
+        if sorted(self.order.tolist()) != list(range(c)) or len(self.parent) != c or len(self.group) != c:
+            raise EntropyError(f"entropy model: order, parent and group must cover the same {c} channels")
+        pos = np.empty(c, dtype=np.int64)
+        pos[self.order] = np.arange(c)
+        bad = [k for k in range(c) if self.parent[k] >= c or (self.parent[k] >= 0 and pos[self.parent[k]] >= pos[k])]
+        if bad:
+            raise EntropyError(f"entropy model: channel {bad[0]}'s parent is not coded before it")
+        if self.cum.ndim != 3 or self.cum.shape[1:] != (tpl.contexts, levels) or self.cum.dtype != np.uint16:
+            raise EntropyError(f"entropy model tables have shape {self.cum.shape} {self.cum.dtype}, expected "
+                               f"(groups, {tpl.contexts}, {levels}) uint16")
+        if self.group.min(initial=0) < 0 or self.group.max(initial=0) >= len(self.cum):
+            raise EntropyError(f"entropy model: a channel group is outside the {len(self.cum)} tables")
+        if self.lut.shape != (levels,) or int(self.lut.max()) >= tpl.levels:
+            raise EntropyError(f"entropy model term table must map {levels} codes to 0..{tpl.levels - 1}")
+        freq = self.freq
+        if (self.cum[..., 0] != 0).any() or (freq < 1).any():
+            raise EntropyError("entropy model tables: every row must start at 0 and give every symbol a frequency >= 1")
+
+    @property
+    def template(self) -> Template:
+        return template(self.kind, self.bits)
+
+    @property
+    def channels(self) -> int:
+        return len(self.order)
+
+    @property
+    def freq(self) -> np.ndarray:
+        """(groups, contexts, 2**bits) 16-bit frequencies (rows sum to 2**16)."""
+        c = self.cum.astype(np.int64)
+        return np.diff(np.concatenate([c, np.full(c.shape[:-1] + (1,), 1 << TABLE_BITS)], -1), axis=-1)
+
+    @property
+    def table_bytes(self) -> int:
+        """What a node stores: the u16 cumulative tables and the u16 order, parent and group of each channel."""
+        return int(self.cum.size * 2 + 3 * 2 * self.channels + len(self.lut))
+
+    def _canonical(self) -> bytes:
+        head = np.array([KINDS.index(self.kind), self.bits, self.channels, *self.cum.shape], dtype="<u4").tobytes()
+        return (head + self.order.astype("<u2").tobytes() + self.parent.astype("<i2").tobytes()
+                + self.group.astype("<u2").tobytes() + self.lut.astype("u1").tobytes()
+                + self.cum.astype("<u2").tobytes())
+
+    @property
+    def crc32(self) -> int:
+        return zlib.crc32(self._canonical())
+
+    # -------------------------------------------------------------------------------------- coding
+
+    def _weights(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Symbols of ``codes`` (C, H, W) in stream order and their coder weights (frequency * 256 - 1)."""
+        c, h, w = codes.shape
+        order, _ = wave_order(h, w)
+        ctx = contexts(codes, self.lut, self.template, self.parent)[self.order].reshape(len(self.order), -1)[:, order]
+        sym = codes.astype(np.int32)[self.order].reshape(c, -1)[:, order].ravel()
+        rows = self.freq[self.group[self.order][:, None], ctx].reshape(-1, 2 ** self.bits)
+        return sym, (rows * (1 << (PRECISION - TABLE_BITS)) - 1).astype(np.float32)
+
+    def encode(self, codes: np.ndarray) -> bytes:
+        """Body of one feature map (C, H, W) of uint8 codes: the model's CRC-32 and the rANS words."""
+        import constriction
+
+        codes = np.asarray(codes)
+        if codes.ndim != 3 or codes.shape[0] != self.channels:
+            raise EntropyError(f"codes of shape {codes.shape} for an entropy model of {self.channels} channels")
+        if codes.size and int(codes.max()) >= 1 << self.bits:
+            raise EntropyError(f"code {int(codes.max())} does not fit in bits={self.bits}")
+        sym, wts = self._weights(codes)
+        coder = constriction.stream.stack.AnsCoder()
+        if len(sym):
+            coder.encode_reverse(sym, constriction.stream.model.Categorical(perfect=False), wts)
+        return np.uint32(self.crc32).astype("<u4").tobytes() + coder.get_compressed().astype("<u4").tobytes()
+
+    def max_body_bytes(self, values: int) -> int:
+        """Largest body a stream of ``values`` codes can have: 16 bits per code at most (every frequency is
+        >= 1 of 2**16), the coder's final state and the CRC."""
+        return 4 + 4 * (math.ceil(values * TABLE_BITS / 32) + 2)
+
+    def decode(self, body: bytes, shape: tuple[int, int, int]) -> np.ndarray:
+        """Inverse of :meth:`encode`. Raises :class:`EntropyError` (one line) for anything wrong; the work is bounded
+        by ``shape`` (one decode per wave, at most 16 bits per code)."""
+        import constriction
+
+        c, h, w = shape
+        if c != self.channels:
+            raise EntropyError(f"payload declares {c} channels, the entropy model codes {self.channels}")
+        if len(body) < 4 or len(body) % 4:
+            raise EntropyError(f"entropy-coded body of {len(body)} bytes is not the model CRC plus whole 32-bit words")
+        if len(body) > self.max_body_bytes(c * h * w):
+            raise EntropyError(f"entropy-coded body of {len(body)} bytes exceeds the bound "
+                               f"{self.max_body_bytes(c * h * w)} for {c}x{h}x{w} codes")
+        (crc,) = np.frombuffer(body[:4], dtype="<u4")
+        if int(crc) != self.crc32:
+            raise EntropyError(f"payload was coded with entropy model {int(crc):08x}, this side holds "
+                               f"{self.crc32:08x}")
+        words = np.frombuffer(body[4:], dtype="<u4").astype(np.uint32)
+        if len(words) and words[-1] == 0:
+            raise EntropyError("entropy-coded body ends in a zero word: not a coder's output")
+        coder = constriction.stream.stack.AnsCoder(words)
+        family = constriction.stream.model.Categorical(perfect=False)
+        out = np.zeros((c, h, w), dtype=np.uint8)
+        flat = out.reshape(c, -1)
+        order, starts = wave_order(h, w)
+        tpl, freq = self.template, self.freq
+        scale = 1 << (PRECISION - TABLE_BITS)
+        ys, xs = np.divmod(order, w)
+        for ch in self.order:
+            g = self.group[ch]
+            if not tpl.own and not tpl.parent:  # order-0: the whole channel at once
+                rows = np.broadcast_to(freq[g, 0], (h * w, freq.shape[-1]))
+                flat[ch, order] = coder.decode(family, (rows * scale - 1).astype(np.float32))
+                continue
+            par = self.parent[ch]
+            for a, b in zip(starts[:-1], starts[1:], strict=True):
+                y, x = ys[a:b], xs[a:b]
+                ctx = self._position_contexts(out, ch, par, y, x)
+                rows = freq[g, ctx]
+                flat[ch, order[a:b]] = coder.decode(family, (rows * scale - 1).astype(np.float32))
+        if not coder.is_empty():
+            raise EntropyError("entropy-coded body has data left after the declared codes: corrupted or wrong shape")
+        return out
+
+    def _position_contexts(self, out: np.ndarray, ch: int, par: int, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """:func:`contexts` at positions (y, x) of channel ``ch``, reading the codes decoded so far."""
+        tpl, (_, h, w), lut = self.template, out.shape, self.lut.astype(np.int64)
+        ctx = np.zeros(len(y), dtype=np.int64)
+        mult = 1
+        terms = [(ch, d) for d in tpl.own] + [(par, d) for d in tpl.parent]
+        for src, (dy, dx) in terms:
+            if src >= 0:
+                yy, xx = y - dy, x - dx
+                ok = (yy >= 0) & (yy < h) & (xx >= 0) & (xx < w)
+                v = np.zeros(len(y), dtype=np.int64)
+                v[ok] = lut[out[src, yy[ok], xx[ok]]]
+                ctx += v * mult
+            mult *= tpl.levels
+        return ctx
+
+    # -------------------------------------------------------------------------------------- storage
+
+    def to_json(self) -> dict:
+        """The model as interface.json holds it (tables as base64 of little-endian u16)."""
+        return {"kind": self.kind, "bits": self.bits, "channels": self.channels, "order": self.order.tolist(),
+                "parent": self.parent.tolist(), "group": self.group.tolist(), "term_of_code": self.lut.tolist(),
+                "terms": [["own", dy, dx] for dy, dx in self.template.own]
+                + [["parent", dy, dx] for dy, dx in self.template.parent],
+                "term_levels": self.template.levels, "table_shape": list(self.cum.shape),
+                "cum_u16le_base64": base64.b64encode(self.cum.astype("<u2").tobytes()).decode(),
+                "crc32": self.crc32}
+
+    @classmethod
+    def from_json(cls, d: dict) -> EntropyModel:
+        try:
+            cum = np.frombuffer(base64.b64decode(d["cum_u16le_base64"]), dtype="<u2").astype(np.uint16)
+            m = cls(str(d["kind"]), int(d["bits"]), np.asarray(d["order"], dtype=np.int64),
+                    np.asarray(d["parent"], dtype=np.int64), np.asarray(d["group"], dtype=np.int64),
+                    cum.reshape(tuple(int(s) for s in d["table_shape"])),
+                    np.asarray(d["term_of_code"], dtype=np.uint8))
+        except (KeyError, TypeError, ValueError) as e:
+            if isinstance(e, EntropyError):
+                raise
+            raise EntropyError(f"entropy model record is malformed: {e}") from None
+        tpl = m.template
+        if "terms" in d and [tuple(t) for t in d["terms"]] != [("own", *o) for o in tpl.own] + \
+                [("parent", *o) for o in tpl.parent]:
+            raise EntropyError(f"entropy model record's terms {d['terms']} are not {m.kind}'s at bits={m.bits}")
+        if "crc32" in d and int(d["crc32"]) != m.crc32:
+            raise EntropyError(f"entropy model record's crc32 {int(d['crc32']):08x} does not match its tables "
+                               f"({m.crc32:08x})")
+        return m
+
+
+# ------------------------------------------------------------------------------------------- fitting
+
+
+def _entropy_bits(p: np.ndarray) -> float:
+    p = p[p > 0]
+    return float(-(p * np.log2(p)).sum())
+
+
+def chow_liu(codes: np.ndarray, lut: np.ndarray, samples: int = CHOW_LIU_SAMPLES) -> tuple[np.ndarray, np.ndarray]:
+    """(order, parent) of the channels of ``codes`` (N, C, H, W): the maximum spanning tree of their pairwise mutual
+    information (of the bucketed codes at one position), rooted at the channel of highest entropy; ``order`` is
+    Prim's insertion order, so a parent always comes first."""
+    n, c = codes.shape[:2]
+    g = int(lut.max()) + 1
+    x = lut.astype(np.int64)[codes.astype(np.int64)].transpose(1, 0, 2, 3).reshape(c, -1)
+    x = x[:, :: max(1, x.shape[1] // samples)]
+    onehot = np.zeros((x.shape[1], c * g), dtype=np.float32)
+    onehot[np.arange(x.shape[1])[:, None], np.arange(c)[None] * g + x.T] = 1
+    joint = (onehot.T @ onehot).reshape(c, g, c, g).transpose(0, 2, 1, 3).astype(np.float64) / x.shape[1]
+    marg = joint[np.arange(c), np.arange(c)].diagonal(axis1=-2, axis2=-1)  # (c, g)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = joint / (marg[:, None, :, None] * marg[None, :, None, :])
+        mi = np.where(joint > 0, joint * np.log2(np.where(joint > 0, ratio, 1)), 0).sum((2, 3))
+    np.fill_diagonal(mi, -np.inf)
+    h = np.array([_entropy_bits(m) for m in marg])
+    root = int(np.argmax(h))
+    order, parent = [root], np.full(c, -1, dtype=np.int64)
+    best, best_from = mi[:, root].copy(), np.full(c, root)
+    done = np.zeros(c, dtype=bool)
+    done[root] = True
+    for _ in range(c - 1):
+        k = int(np.argmax(np.where(done, -np.inf, best)))
+        parent[k], done[k] = best_from[k], True
+        order.append(k)
+        better = ~done & (mi[:, k] > best)
+        best[better], best_from[better] = mi[better, k], k
+    return np.asarray(order, dtype=np.int64), parent
+
+
+def quantize_rows(counts: np.ndarray) -> np.ndarray:
+    """Counts (..., L) -> u16 cumulative starts of frequencies that sum to 2**16, each >= 1 (KT-smoothed)."""
+    levels = counts.shape[-1]
+    p = (counts + SMOOTHING) / (counts + SMOOTHING).sum(-1, keepdims=True)
+    f = 1 + np.floor(p * ((1 << TABLE_BITS) - levels)).astype(np.int64)
+    rest = (1 << TABLE_BITS) - f.sum(-1)
+    np.put_along_axis(f, p.argmax(-1)[..., None], np.take_along_axis(f, p.argmax(-1)[..., None], -1) + rest[..., None],
+                      -1)
+    cum = np.concatenate([np.zeros(f.shape[:-1] + (1,), dtype=np.int64), np.cumsum(f, -1)[..., :-1]], -1)
+    return cum.astype(np.uint16)
+
+
+def fit(codes: np.ndarray, bits: int, kind: str, max_table_bytes: int = MAX_TABLE_BYTES) -> EntropyModel:
+    """Fit ``kind``'s tables on calibration codes (N, C, H, W) of one cut.
+
+    Where one table per channel would exceed ``max_table_bytes``, channels share tables: they are sorted by the
+    entropy of their codes and split into as many contiguous groups as fit.
+    """
+    codes = np.asarray(codes)
+    if codes.ndim != 4 or codes.shape[0] < 1:
+        raise EntropyError(f"entropy model calibration codes must be (N, C, H, W), got shape {codes.shape}")
+    n, c, h, w = codes.shape
+    tpl, levels = template(kind, bits), 2 ** bits
+    if codes.size and int(codes.max()) >= levels:
+        raise EntropyError(f"code {int(codes.max())} does not fit in bits={bits}")
+    if not tpl.own:  # order-0: no terms
+        lut = np.zeros(levels, dtype=np.uint8)
+    else:
+        lut = equal_mass_lut(codes, bits, tpl.levels) if bits > 2 else identity_lut(bits)
+    if tpl.parent:
+        order, parent = chow_liu(codes, lut)
+    else:
+        order, parent = np.arange(c), np.full(c, -1, dtype=np.int64)
+    ctx = contexts(codes, lut, tpl, parent)
+    k = tpl.contexts
+    idx = (np.arange(c)[None, :, None, None] * k + ctx) * levels + codes.astype(np.int64)
+    counts = np.bincount(idx.ravel(), minlength=c * k * levels).reshape(c, k, levels).astype(np.float64)
+    groups = max(1, min(c, (max_table_bytes - 6 * c) // (k * levels * 2)))
+    if groups < c:
+        hist = counts.sum(1)
+        ent = np.array([_entropy_bits(r / max(r.sum(), 1)) for r in hist])
+        rank = np.empty(c, dtype=np.int64)
+        rank[np.argsort(ent, kind="stable")] = np.arange(c)
+        group = rank * groups // c
+        gcounts = np.zeros((groups, k, levels))
+        np.add.at(gcounts, group, counts)
+    else:
+        group, gcounts = np.arange(c), counts
+    return EntropyModel(kind, bits, order, parent, group, quantize_rows(gcounts), lut)
