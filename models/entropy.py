@@ -41,7 +41,7 @@ import base64
 import math
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cached_property, lru_cache
 
 import numpy as np
 
@@ -53,6 +53,8 @@ SMOOTHING = 0.5  # Krichevsky-Trofimov pseudo-count per symbol and context
 # quarter of the STM32H7A3's 2 MiB flash (the tables are constants); the memory check prices what a model holds.
 MAX_TABLE_BYTES = 256 * 1024
 CHOW_LIU_SAMPLES = 16384  # positions per channel used to estimate the mutual information
+FIT_VALUES = 1 << 22  # codes a fit reads at most (4 M: 41 calibration images at Tiny-YOLOv3's j=1, 160 px)
+ENCODE_CHUNK = 1 << 18  # weights per constriction call (1 MiB of float32): the encoder's rows stay in cache
 
 
 class EntropyError(ValueError):
@@ -208,14 +210,20 @@ class EntropyModel:
 
     # -------------------------------------------------------------------------------------- coding
 
-    def _weights(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Symbols of ``codes`` (C, H, W) in stream order and their coder weights (frequency * 256 - 1)."""
+    @cached_property
+    def weights(self) -> np.ndarray:
+        """(groups, contexts, 2**bits) float32 coder weights: constriction's ``Categorical(perfect=False)`` turns a
+        row of weights w summing to 2**24 - L into the frequencies w + 1, exactly (float32 holds them exactly)."""
+        return (self.freq * (1 << (PRECISION - TABLE_BITS)) - 1).astype(np.float32)
+
+    def _stream(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Symbols of ``codes`` (C, H, W) in stream order and the (group, context) row of each."""
         c, h, w = codes.shape
         order, _ = wave_order(h, w)
-        ctx = contexts(codes, self.lut, self.template, self.parent)[self.order].reshape(len(self.order), -1)[:, order]
+        ctx = contexts(codes, self.lut, self.template, self.parent)[self.order].reshape(c, -1)[:, order]
         sym = codes.astype(np.int32)[self.order].reshape(c, -1)[:, order].ravel()
-        rows = self.freq[self.group[self.order][:, None], ctx].reshape(-1, 2 ** self.bits)
-        return sym, (rows * (1 << (PRECISION - TABLE_BITS)) - 1).astype(np.float32)
+        grp = np.broadcast_to(self.group[self.order][:, None], ctx.shape)
+        return sym, (grp * self.template.contexts + ctx).ravel()
 
     def encode(self, codes: np.ndarray) -> bytes:
         """Body of one feature map (C, H, W) of uint8 codes: the model's CRC-32 and the rANS words."""
@@ -226,10 +234,13 @@ class EntropyModel:
             raise EntropyError(f"codes of shape {codes.shape} for an entropy model of {self.channels} channels")
         if codes.size and int(codes.max()) >= 1 << self.bits:
             raise EntropyError(f"code {int(codes.max())} does not fit in bits={self.bits}")
-        sym, wts = self._weights(codes)
+        sym, rows = self._stream(codes)
         coder = constriction.stream.stack.AnsCoder()
-        if len(sym):
-            coder.encode_reverse(sym, constriction.stream.model.Categorical(perfect=False), wts)
+        family = constriction.stream.model.Categorical(perfect=False)
+        table = self.weights.reshape(-1, 2 ** self.bits)
+        step = max(1, ENCODE_CHUNK // 2 ** self.bits)
+        for a in reversed(range(0, len(sym), step)):  # a stack: the last chunk first, each reversed = all reversed
+            coder.encode_reverse(sym[a:a + step], family, table[rows[a:a + step]])
         return np.uint32(self.crc32).astype("<u4").tobytes() + coder.get_compressed().astype("<u4").tobytes()
 
     def max_body_bytes(self, values: int) -> int:
@@ -262,21 +273,18 @@ class EntropyModel:
         out = np.zeros((c, h, w), dtype=np.uint8)
         flat = out.reshape(c, -1)
         order, starts = wave_order(h, w)
-        tpl, freq = self.template, self.freq
-        scale = 1 << (PRECISION - TABLE_BITS)
+        tpl, wts = self.template, self.weights
         ys, xs = np.divmod(order, w)
         for ch in self.order:
             g = self.group[ch]
             if not tpl.own and not tpl.parent:  # order-0: the whole channel at once
-                rows = np.broadcast_to(freq[g, 0], (h * w, freq.shape[-1]))
-                flat[ch, order] = coder.decode(family, (rows * scale - 1).astype(np.float32))
+                flat[ch, order] = coder.decode(family, np.ascontiguousarray(
+                    np.broadcast_to(wts[g, 0], (h * w, wts.shape[-1]))))
                 continue
             par = self.parent[ch]
             for a, b in zip(starts[:-1], starts[1:], strict=True):
-                y, x = ys[a:b], xs[a:b]
-                ctx = self._position_contexts(out, ch, par, y, x)
-                rows = freq[g, ctx]
-                flat[ch, order[a:b]] = coder.decode(family, (rows * scale - 1).astype(np.float32))
+                ctx = self._position_contexts(out, ch, par, ys[a:b], xs[a:b])
+                flat[ch, order[a:b]] = coder.decode(family, wts[g, ctx])
         if not coder.is_empty():
             raise EntropyError("entropy-coded body has data left after the declared codes: corrupted or wrong shape")
         return out
@@ -383,7 +391,8 @@ def quantize_rows(counts: np.ndarray) -> np.ndarray:
 
 
 def fit(codes: np.ndarray, bits: int, kind: str, max_table_bytes: int = MAX_TABLE_BYTES) -> EntropyModel:
-    """Fit ``kind``'s tables on calibration codes (N, C, H, W) of one cut.
+    """Fit ``kind``'s tables on calibration codes (N, C, H, W) of one cut (the first images, up to
+    :data:`FIT_VALUES` codes).
 
     Where one table per channel would exceed ``max_table_bytes``, channels share tables: they are sorted by the
     entropy of their codes and split into as many contiguous groups as fit.
@@ -392,6 +401,7 @@ def fit(codes: np.ndarray, bits: int, kind: str, max_table_bytes: int = MAX_TABL
     if codes.ndim != 4 or codes.shape[0] < 1:
         raise EntropyError(f"entropy model calibration codes must be (N, C, H, W), got shape {codes.shape}")
     n, c, h, w = codes.shape
+    codes = codes[:max(1, min(n, FIT_VALUES // max(c * h * w, 1)))]  # the first images up to FIT_VALUES codes
     tpl, levels = template(kind, bits), 2 ** bits
     if codes.size and int(codes.max()) >= levels:
         raise EntropyError(f"code {int(codes.max())} does not fit in bits={bits}")

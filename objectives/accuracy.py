@@ -132,7 +132,8 @@ def payload_stats(split_model: SplitModel, data: ImageSet, codecs: tuple[str, ..
             raw = packed_nbytes(codes[0].numel(), iface.bits)
             for q in codes:
                 for c in codecs:
-                    sizes[c].append(len(encode_features(q, iface.bits, float(iface.mu), float(iface.max), c,
+                    coded = c if split_model.cut_point.is_split or not CODECS[c].entropy else "none"  # raw image
+                    sizes[c].append(len(encode_features(q, iface.bits, float(iface.mu), float(iface.max), coded,
                                                         model=iface.entropy.get(c))))
         seen += len(imgs)
         if limit and seen >= limit:

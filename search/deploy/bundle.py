@@ -43,7 +43,8 @@ def rebuild(baseline: nn.Module, blob: dict, bits: int, recon: str, image_codec:
     if blob.get("baseline"):  # kept as the baseline's own weights (WeightStore.save's stub)
         return sm.eval()
     sm = load_pruned(sm, blob["state_dict"]).eval()
-    sm.interface.entropy = {name: EntropyModel.from_json(d) for name, d in blob.get("entropy", {}).items()}
+    if sm.cut_point.is_split:
+        sm.interface.entropy = {name: EntropyModel.from_json(d) for name, d in blob.get("entropy", {}).items()}
     return sm
 
 

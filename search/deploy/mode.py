@@ -50,10 +50,14 @@ def deploy(wb: Workbench, study: optuna.Study, storage) -> Path:
                           f"feasible Pareto front and the unpruned anchors)")
     blob = store.load(rec.accuracy.key)
     acc = rec.accuracy
-    point = point_of(trial.params, rc.space, wb.layout)
+    try:
+        point = point_of(trial.params, rc.space, wb.layout)
+    except ValueError as e:
+        raise ConfigError(f"deploy.trial={trial.number}: its parameters are outside this run's space ({e}); run "
+                          f"mode=deploy with the study's space") from None
     sm = rebuild(wb.baseline.model, blob, point.bits, rc.model.recon, acc.image_codec or None, acc.quality)
     codec = load_profile("codec", rec.codec)
-    if get_codec(codec.codec).entropy and codec.codec not in sm.interface.entropy:
+    if get_codec(codec.codec).entropy and sm.cut_point.is_split and codec.codec not in sm.interface.entropy:
         # weights kept before the entropy models were stored with them: fit them as the search did (deterministic)
         calib = torch.from_numpy(wb.train.images[:rc.eval.calib_images]).permute(0, 3, 1, 2).float() / 255
         sm.fit_entropy(calib, wb.device, (codec.codec,))

@@ -25,30 +25,35 @@ from search.deploy.protocol import ERROR, OK, REQUEST, REQUEST_MAGIC, Client, pa
 from search.deploy.runtime import Bundle
 from search.deploy.store import file_name
 from search.record import StudyRecord, TrialRecord, anchor_keys, front_keys
-from tests.helpers import write_yolo
+from tests.helpers import readme_entropy_body, write_yolo
 from tests.search.test_study import QUICK, cli, load
 
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     studies = tmp_path_factory.mktemp("d") / "studies"
-    cli(studies, "study.enqueue_baselines=true", "study.n_trials=9", "space.codecs=[none,zlib]",
-        "space.image_codecs=[raw,webp]", "space.image_anchors=[30]")
+    # the anchors (enqueued with the first codec) are entropy-coded: a feature cut's bundle carries the model
+    space = ("space.codecs=[ans_ctx,none,zlib]", "space.image_codecs=[raw,webp]", "space.image_anchors=[30]")
+    cli(studies, "study.enqueue_baselines=true", "study.n_trials=9", *space)
     s = load(studies)
     recs = {t.number: TrialRecord.from_trial(t) for t in s.get_trials()}
     by_j = {}
     for n, r in sorted(recs.items()):
         if r.is_primary and r.accuracy is not None:
             by_j.setdefault(r.accuracy.key if r.accuracy.image_codec else r.accuracy.j, n)
-    p = cli(studies, "mode=deploy")
+    p = cli(studies, "mode=deploy", *space)
     best = int(p.stdout.split("deploy: trial ")[1].split()[0])
+    entropy = next(n for n, r in sorted(recs.items()) if r.is_primary and r.accuracy is not None
+                   and r.codec == "ans_ctx" and 0 < r.accuracy.j < 6 and r.accuracy.feature_values)
     for j in (0, 6, "j=0;img=webp;q=30"):
-        cli(studies, "mode=deploy", f"deploy.trial={by_j[j]}")
+        cli(studies, "mode=deploy", f"deploy.trial={by_j[j]}", *space)
+    cli(studies, "mode=deploy", f"deploy.trial={entropy}", *space)
     # deploying reuses the study's cached baseline: no second baseline is trained
     assert len(list((studies / "cache").glob("baseline-*.pt"))) == 1
     spec = json.loads((studies / "quick" / "deploy" / str(best) / "interface.json").read_text())
     assert spec["model"] == StudyRecord.of(s).model
-    return studies, s, {"best": best, "image": by_j[0], "detections": by_j[6], "coded": by_j["j=0;img=webp;q=30"]}
+    return studies, s, {"best": best, "image": by_j[0], "detections": by_j[6], "coded": by_j["j=0;img=webp;q=30"],
+                        "entropy": entropy}
 
 
 class Server:
@@ -78,12 +83,14 @@ def test_kept_weights_are_the_front_and_the_anchors(study):
     files = {f.name for f in (studies / "quick" / "models").glob("*.pt")}
     assert files == {file_name(k) for k in keep} and len(files) >= 7  # j = 0..6 unpruned + the front
     blobs = [torch.load(studies / "quick" / "models" / f, weights_only=True) for f in sorted(files)]
-    # a split's own weights; the baseline's unchanged models (j=0, coded images kept as they are, j=6) as stubs
-    assert all(set(b) == ({"key", "j", "kept", "baseline"} if b["j"] in (0, 6) else {"key", "j", "state_dict", "kept"})
-               for b in blobs)
+    # a split's own weights with its fitted entropy models (the space has ans_ctx); the baseline's unchanged models
+    # (j=0, coded images kept as they are, j=6) as stubs
+    assert all(set(b) == ({"key", "j", "kept", "baseline"} if b["j"] in (0, 6) else
+                          {"key", "j", "state_dict", "kept", "entropy"}) for b in blobs)
+    assert all(set(b["entropy"]) == {"ans_ctx"} for b in blobs if b["j"] not in (0, 6))
 
 
-@pytest.mark.parametrize("which", ["best", "image", "detections", "coded"])
+@pytest.mark.parametrize("which", ["best", "image", "detections", "coded", "entropy"])
 def test_bundle_is_checked_onnx_and_the_runtime_reproduces_the_search(study, which):
     studies, s, trials = study
     folder = bundle_dir(studies, trials[which])
@@ -91,13 +98,20 @@ def test_bundle_is_checked_onnx_and_the_runtime_reproduces_the_search(study, whi
     t = s.trials[trials[which]]
     rec = TrialRecord.from_trial(t)
     assert spec["trial"] == t.number and spec["key"] == rec.accuracy.key and spec["mAP50"] == rec.mAP50
-    assert spec["kind"] == {"best": spec["kind"], "image": "image", "detections": "detections", "coded": "image"}[which]
+    assert spec["kind"] == {"best": spec["kind"], "image": "image", "detections": "detections", "coded": "image",
+                            "entropy": "features"}[which]
     assert (spec["image_codec"] is not None) == (which == "coded") or which == "best"
     if which == "coded":  # the node's encoder, named and priced, and the README says how to produce the stream
         assert spec["image_codec"]["format"] == "webp" and spec["image_codec"]["quality"] == 30
         assert spec["image_encoder"]["name"] == "webp_sw_m7" and spec["image_codec"]["libraries"]["libwebp"]
         readme = (folder / "README.md").read_text()
         assert "as a WEBP file" in readme and "| kind | u8 | 3 (0 = feature map" in readme and "quality 30" in readme
+    if which == "entropy":  # the fitted model travels in interface.json, and the README specifies the stream
+        assert spec["codec"]["algorithm"] == "ans_ctx" and spec["entropy_model"]["kind"] == "ans_ctx"
+        assert spec["entropy_model"]["channels"] == spec["cut_shape"][0]
+        assert "state = ((state // f) << 24) | (start + state % f)" in (folder / "README.md").read_text()
+    elif which in ("image", "detections"):  # an entropy codec (the anchors') codes nothing here: sent as none
+        assert spec["entropy_model"] is None
     for f in spec["files"].values():
         onnx.checker.check_model(onnx.load(str(folder / f)), full_check=True)
     assert all(v <= 1e-4 for v in spec["onnx_vs_torch_max_relative_error"].values())
@@ -123,6 +137,10 @@ def readme_payload(image_codes: np.ndarray, spec: dict) -> bytes:
     if spec["codec"]["algorithm"] == "zlib":
         z = zlib.compress(body, 6)
         codec, body = (1, z) if len(z) < len(body) else (0, body)
+    elif spec["codec"]["algorithm"] in ("ans", "ans_ctx"):
+        coded = readme_entropy_body(image_codes, spec["entropy_model"])
+        codec, body = ({"ans": 4, "ans_ctx": 5}[spec["codec"]["algorithm"]], coded) if len(coded) < len(body) \
+            else (0, body)
     else:
         codec = 0
     head = struct.pack("<2sBBBBHHHff", b"SP", spec["payload_format_version"], 0, codec, bits, c, h, w,
@@ -130,10 +148,13 @@ def readme_payload(image_codes: np.ndarray, spec: dict) -> bytes:
     return head + struct.pack("<I", zlib.crc32(body, zlib.crc32(head))) + body
 
 
-def test_node_payload_is_what_the_readme_says(study):
-    """An implementation from the README (header fields, bit order, channel order, codec) gives the node's bytes."""
+@pytest.mark.parametrize("which", ["best", "entropy"])
+def test_node_payload_is_what_the_readme_says(study, which):
+    """An implementation from the README (header fields, bit order, channel order, codec; the entropy coder) gives
+    the node's bytes."""
     studies, _, trials = study
-    bundle = Bundle(bundle_dir(studies, trials["best"]))
+    bundle = Bundle(bundle_dir(studies, trials[which]))
+    assert which != "entropy" or bundle.algorithm == "ans_ctx"
     assert bundle.kind == "features" and "most significant first" in (bundle.folder / "README.md").read_text()
     data, _ = load_images(bundle, None, str(studies))
     sess = bundle.sessions["node"]
