@@ -19,6 +19,7 @@ import dataclasses
 from pathlib import Path
 
 import pandas as pd
+from results import markdown  # benchmarks/results.py (this folder)
 
 from objectives.accuracy import evaluate_map
 from objectives.design import DesignPoint
@@ -29,16 +30,6 @@ from search.workbench import Workbench, measuring
 
 ROOT = Path(__file__).resolve().parents[1]
 QUALITIES = (5, 10, 15, 20, 25, 30, 40, 50, 65, 80, 95)
-
-
-def markdown(df: pd.DataFrame) -> str:
-    """A Markdown table (4 significant digits), without the optional tabulate dependency."""
-    def cell(v) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from results import default_out, write  # noqa: E402 - benchmarks/results.py (this folder)
 
 from search.deploy.node import load_images, run  # noqa: E402
 from search.deploy.protocol import OK, Client  # noqa: E402
@@ -39,6 +40,7 @@ def main() -> None:
     ap.add_argument("--studies-dir", default=None)
     ap.add_argument("--clients", type=int, default=4)
     ap.add_argument("--requests", type=int, default=200)
+    ap.add_argument("--out", type=Path, default=default_out(__file__))
     args = ap.parse_args()
     tmp = tempfile.mkdtemp()
     studies = args.studies_dir or str(Path(tmp) / "studies")
@@ -88,6 +90,13 @@ def main() -> None:
         print(f"edge under load: {args.clients} clients x {args.requests} requests = {total} in {wall:.2f} s: "
               f"{total / wall:.0f} requests/s, per request p50 {np.percentile(lat, 50):.2f} ms, "
               f"p99 {np.percentile(lat, 99):.2f} ms, errors {len(errors)}")
+        write([{"bundle_trial": spec["trial"], "key": spec["key"], "kind": spec["kind"], "codec": spec["codec"]["name"],
+                "mAP50": r["mAP50"], "mAP50_search": spec["mAP50"], "bytes_per_image": r["bytes_per_image"],
+                "bytes_search": spec["payload_bytes"], "one_client_p50_ms": r["p50_ms"],
+                "one_client_p99_ms": r["p99_ms"], "clients": args.clients, "requests_each": args.requests,
+                "requests_per_s": total / wall, "load_p50_ms": float(np.percentile(lat, 50)),
+                "load_p99_ms": float(np.percentile(lat, 99)), "errors": len(errors)}], args.out,
+              "The reference node and edge of a deploy bundle", "one client over every validation image, then load")
     finally:
         edge.terminate()
         edge.wait(10)

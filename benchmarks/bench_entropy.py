@@ -21,6 +21,7 @@ from pathlib import Path
 
 import pandas as pd
 import torch
+from results import markdown  # benchmarks/results.py (this folder)
 
 from models.codec import decode, encode_features
 from objectives.design import DesignPoint
@@ -30,15 +31,6 @@ from search.workbench import Workbench, measuring
 
 ROOT = Path(__file__).resolve().parents[1]
 CODECS = ("none", "zlib", "zstd", "ans", "ans_ctx")
-
-
-def markdown(df: pd.DataFrame) -> str:
-    def cell(v) -> str:
-        return f"{v:.4g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(cell(v) for v in r) + " |" for r in df.itertuples(index=False)]
-    return "\n".join(lines)
 
 
 def timing(sm, images: torch.Tensor, codec: str, repeats: int = 1) -> tuple[float, float]:

@@ -7,7 +7,8 @@
 Runs ``mode=finalize`` on the configured study (default: study=energy_latency; its baseline and data are reused
 from studies/cache/), then prints: time per finalized model, search-time vs final mAP@0.5 per model, Kendall's
 tau, the mean absolute change, the models whose feasibility changed, and the best feasible split at the paper's
-threshold (th = 0.05) after finalization with its Table I ratios.
+threshold (th = 0.05) after finalization with its Table I ratios. Writes the per-model table (search-time vs
+final mAP@0.5) as CSV and Markdown (``--out=PATH``, default docs/results/finalize.csv).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from results import default_out, write
 
 from models import cut_points
 from search.config import compose
@@ -30,7 +32,8 @@ from search.workbench import model_config
 
 
 def main() -> None:
-    overrides = [a for a in sys.argv[1:] if "=" in a]
+    overrides = [a for a in sys.argv[1:] if "=" in a and not a.startswith("--out=")]
+    out = next((Path(a.split("=", 1)[1]) for a in sys.argv[1:] if a.startswith("--out=")), default_out(__file__))
     rc = compose(["mode=finalize", "progress=false", *overrides])
     t0 = time.time()
     res = run(rc)
@@ -47,8 +50,12 @@ def main() -> None:
           f"finalize.margin {rc.finalize.margin}, max_points {rc.finalize.max_points})")
     trained = per[per["finetune_steps"] > 0]["finetune_seconds"]
     print(f"models finalized: {a.n}; fine-tuning per model (split points): median {trained.median():.0f} s")
-    print(per[["accuracy_key", "mAP50_search", "mAP50_final", "change", "feasibility", "finetune_steps",
-               "finetune_seconds"]].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    table = per[["accuracy_key", "mAP50_search", "mAP50_final", "change", "feasibility", "finetune_steps",
+                 "finetune_seconds"]]
+    print(table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    write(table, out, "Final training of the front: search-time vs final mAP@0.5",
+          f"finalize wall {wall:.0f} s; train.final {rc.train.final.steps} steps; Kendall tau {a.kendall_tau:.3f}, "
+          f"mean |change| {a.mean_abs_change:.4f}")
     print(f"Kendall tau {a.kendall_tau:.3f}; mean |change| {a.mean_abs_change:.4f}; mean change {a.mean_change:+.4f}; "
           f"now feasible {list(a.became_feasible)}; now infeasible {list(a.became_infeasible)}")
     print(f"\nfront at th={rc.study.th:g} ({v.fidelity} numbers):")

@@ -1,6 +1,6 @@
 """Benchmark: objectives.metrics.average_precision against pycocotools on the same detections.
 
-    python benchmarks/bench_map.py [--images 400] [--dets 100]
+    python benchmarks/bench_map.py [--images 400] [--dets 100] [--out docs/results/map.csv]
 """
 
 from __future__ import annotations
@@ -9,10 +9,12 @@ import argparse
 import contextlib
 import io
 import time
+from pathlib import Path
 
 import numpy as np
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
+from results import default_out, write  # benchmarks/results.py (this folder)
 
 from objectives.metrics import average_precision
 
@@ -21,6 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--images", type=int, default=400)
     ap.add_argument("--dets", type=int, default=100)
+    ap.add_argument("--out", type=Path, default=default_out(__file__))
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     gts, dets = [], []
@@ -56,6 +59,10 @@ def main() -> None:
     print(f"{args.images} images x {args.dets} detections: ours {t_ours:.2f} s (mAP50 {ours.map50:.6f}, "
           f"mAP50-95 {ours.map50_95:.6f}); pycocotools {t_coco:.2f} s (mAP50 {ev.stats[1]:.6f}, "
           f"mAP50-95 {ev.stats[0]:.6f}); speed ratio {t_coco / t_ours:.2f}x")
+    write([{"images": args.images, "detections_per_image": args.dets, "ours_s": t_ours, "ours_mAP50": ours.map50,
+            "ours_mAP50_95": ours.map50_95, "pycocotools_s": t_coco, "pycocotools_mAP50": float(ev.stats[1]),
+            "pycocotools_mAP50_95": float(ev.stats[0])}], args.out,
+          "objectives.metrics.average_precision against pycocotools", "the same random detections")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@
     python benchmarks/bench_study.py energy_latency --cold # also regenerate data and retrain baseline
 
 Each run uses a fresh studies directory (--dir), so the study itself always starts from zero trials;
---cold also starts without the dataset and baseline caches (else they are linked from studies/cache).
+--cold also starts without the dataset and baseline caches (else they are linked from studies/cache). The wall
+time and the run's summary line are written as CSV and Markdown (--out, default docs/results/study_<name>.csv).
 """
 
 from __future__ import annotations
@@ -19,12 +20,15 @@ import tempfile
 import time
 from pathlib import Path
 
+from results import RESULTS, write
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("study")
     ap.add_argument("--cold", action="store_true")
     ap.add_argument("--dir", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=None)
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_args()
     d = args.dir or Path(tempfile.mkdtemp(prefix="bench-study-"))
@@ -42,6 +46,10 @@ def main() -> None:
     if p.returncode:
         print(p.stderr[-4000:])
     print(f"BENCH study={args.study} cold={args.cold} rc={p.returncode} wall={wall:.0f} s ({wall / 60:.1f} min)")
+    summary = [ln for ln in p.stdout.splitlines() if "evaluations" in ln or "trials" in ln][-1:]
+    write([{"study": args.study, "cold": args.cold, "returncode": p.returncode, "wall_s": wall,
+            "overrides": " ".join(args.overrides), "summary": summary[0] if summary else ""}],
+          args.out or RESULTS / f"study_{args.study}.csv", f"Study {args.study} from the command line")
 
 
 if __name__ == "__main__":

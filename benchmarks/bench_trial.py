@@ -1,6 +1,6 @@
 """Benchmark: where a default trial's time goes, phase by phase.
 
-    python benchmarks/bench_trial.py [hydra overrides]
+    python benchmarks/bench_trial.py [--out docs/results/trial.csv] [hydra overrides]
 
 Evaluates six design points typical of the default study (its data, model, fine-tuning and eval settings; the
 cached baseline of that config, trained first if missing) and prints, per point and as the median over the split
@@ -10,14 +10,18 @@ finetune (AdaBN + the fine-tuning steps), evaluate (mAP on the validation set), 
 validation payloads per codec), macs_memory (MACs, weights, peak activation); then siblings (pricing the model on
 every radio x codec of the space, without the storage writes, which the study's summary line reports). With
 ``train.finetune_when=needed`` (the default) a point that meets the constraint as split (baseline 0.93 - study.th)
-is not fine-tuned; ``train.finetune_when=always`` times every point fine-tuned.
+is not fine-tuned; ``train.finetune_when=always`` times every point fine-tuned. Writes the table as CSV and
+Markdown (``--out``).
 """
 
 from __future__ import annotations
 
+import argparse
 import statistics
-import sys
 import time
+from pathlib import Path
+
+from results import default_out, write
 
 from models import cut_points
 from objectives.design import DesignPoint
@@ -38,7 +42,11 @@ PHASES = ("calibrate", "prune", "finetune", "evaluate", "payload", "macs_memory"
 
 
 def main() -> None:
-    rc = compose(["progress=false", *sys.argv[1:]])
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, default=default_out(__file__))
+    ap.add_argument("overrides", nargs="*")
+    args = ap.parse_args()
+    rc = compose(["progress=false", *args.overrides])
     wb = Workbench(rc)
     dev, train, val, base = wb.device, wb.train, wb.val, wb.baseline
     s, pricing = measuring(rc, 0.93, rc.train)  # the baseline mAP only moves the constraint, not the time
@@ -49,7 +57,7 @@ def main() -> None:
     print(f"constraint mAP@0.5 >= {s.required_map50:.4f} (baseline 0.93 - th {rc.study.th}); train.finetune_when="
           f"{rc.train.finetune_when}", flush=True)
     print(f"{'point':<44} {'total':>6} " + " ".join(f"{p:>11}" for p in PHASES) + f" {'siblings':>9}  fine-tuned")
-    rows = []
+    rows, out = [], []
     for p in POINTS:
         acc = evaluate_accuracy(p, base.model, train, val, s, dev)
         t = time.perf_counter()
@@ -59,6 +67,8 @@ def main() -> None:
         sib = time.perf_counter() - t
         ph = {k: acc.phase_seconds.get(k, 0.0) for k in PHASES}
         rows.append((p, acc.seconds, ph, sib, acc.finetune_steps > 0))
+        out.append({"point": acc.key, "total_s": acc.seconds, **{f"{k}_s": ph[k] for k in PHASES}, "siblings_s": sib,
+                    "finetune_steps": acc.finetune_steps, "finetune_skipped": acc.finetune_skipped})
         print(f"{acc.key[:44]:<44} {acc.seconds:>6.2f} " + " ".join(f"{ph[k]:>11.2f}" for k in PHASES)
               + f" {sib:>9.4f}  {'no: meets it as is' if acc.finetune_skipped else acc.finetune_steps or '-'}",
               flush=True)
@@ -67,9 +77,15 @@ def main() -> None:
     for name, group in ((f"median over the {len(split)} split points", split),
                         (f"median over the {len(tuned)} fine-tuned ones", tuned)):
         if group:
+            med = {k: statistics.median(r[2][k] for r in group) for k in PHASES}
             print(f"{name:<44} {statistics.median(r[1] for r in group):>6.2f} "
-                  + " ".join(f"{statistics.median(r[2][k] for r in group):>11.2f}" for k in PHASES)
+                  + " ".join(f"{med[k]:>11.2f}" for k in PHASES)
                   + f" {statistics.median(r[3] for r in group):>9.4f}")
+            out.append({"point": name, "total_s": statistics.median(r[1] for r in group),
+                        **{f"{k}_s": med[k] for k in PHASES}, "siblings_s": statistics.median(r[3] for r in group),
+                        "finetune_steps": "", "finetune_skipped": ""})
+    write(out, args.out, "Where a default trial's time goes",
+          f"{wb.model_name}; device {dev}; codecs {algorithms}; train.finetune_when={rc.train.finetune_when}")
 
 
 if __name__ == "__main__":

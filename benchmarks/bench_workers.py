@@ -23,6 +23,8 @@ import optuna
 from optuna.trial import TrialState
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from results import default_out, write  # noqa: E402 - benchmarks/results.py (this folder)
+
 from search.record import count_primaries, records  # noqa: E402
 from tests.pgserver import PostgresServer  # noqa: E402
 
@@ -32,6 +34,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=12)
     ap.add_argument("--steps", type=int, default=40, help="train.finetune.steps (the quick study's is 4)")
     ap.add_argument("--workers", type=int, nargs="*", default=[1, 2, 4])
+    ap.add_argument("--out", type=Path, default=default_out(__file__))
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-workers-"))
     common = ["study=quick", "progress=false", f"train.finetune.steps={args.steps}", f"study.n_trials={args.trials}"]
@@ -39,6 +42,7 @@ def main() -> None:
                           capture_output=True, text=True)
     assert warm.returncode == 0, warm.stderr[-2000:]
     print(f"{'workers':>7} {'wall s':>7} {'evals/min':>9} {'tx/eval':>8} {'dup avoided':>11} {'trained twice':>13}")
+    rows = []
     with PostgresServer() as pg:
         for n in args.workers:
             db = f"w{n}"
@@ -62,8 +66,12 @@ def main() -> None:
             twice = sum(c > 1 for c in keys.values())
             print(f"{n:>7} {wall:>7.1f} {60 * evals / wall:>9.1f} {tx / evals:>8.0f} {dups:>11} {twice:>13}",
                   flush=True)
+            rows.append({"workers": n, "wall_s": wall, "evals_per_min": 60 * evals / wall, "tx_per_eval": tx / evals,
+                         "duplicates_avoided": dups, "trained_twice": twice})
     print(f"cores {os.cpu_count()}; wall includes each worker's start-up (imports, cached data and baseline); "
           f"{args.trials} evaluations of the quick study with {args.steps} fine-tuning steps")
+    write(rows, args.out, "Workers on one PostgreSQL study",
+          f"{os.cpu_count()} cores; {args.trials} evaluations of the quick study, {args.steps} fine-tuning steps")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ model evaluations.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import optuna
+from results import default_out, write
 
 from search.convergence import feasible, history, hypervolume, reference_point
 from search.record import StudyRecord, TrialRecord
@@ -30,6 +32,7 @@ def main() -> None:
     ap.add_argument("studies", nargs=2, help="storage URLs or SQLite files: before, after")
     ap.add_argument("--study", default="energy_latency")
     ap.add_argument("--ref", type=float, nargs=2, metavar=("MJ", "MS"), help="reference point (default: see above)")
+    ap.add_argument("--out", type=Path, default=default_out(__file__))
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     runs = {}
@@ -38,6 +41,7 @@ def main() -> None:
         runs[arg] = (study, study.get_trials(deepcopy=False))
     ref = tuple(args.ref) if args.ref else reference_point([t for _, ts in runs.values() for t in ts])
     print(f"reference point: {ref[0]:.3f} mJ, {ref[1]:.2f} ms (log10 mJ x log10 ms hypervolume)")
+    rows = []
     for arg, (study, trials) in runs.items():
         rec = StudyRecord.of(study)
         hist = history(trials, ref)
@@ -49,6 +53,10 @@ def main() -> None:
             r = TrialRecord.from_trial(t)
             print(f"  {r.accuracy_key} {r.radio}/{r.codec}: {r.payload_bytes} B, mAP@0.5 {r.mAP50:.4f}, "
                   f"{t.values[0]:.3f} mJ, {t.values[1]:.2f} ms")
+            rows.append({"study": arg, "evaluations": len(hist), "hypervolume": hypervolume(trials, ref),
+                         "point": r.accuracy_key, "radio": r.radio, "codec": r.codec, "payload_B": r.payload_bytes,
+                         "mAP50": r.mAP50, "node_mJ": t.values[0], "latency_ms": t.values[1]})
+    write(rows, args.out, "Two studies' fronts", f"reference point {ref[0]:.3f} mJ, {ref[1]:.2f} ms (log10 x log10)")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
+from pathlib import Path
 
 import optuna
+from results import default_out, write
 
 from search.record import TrialRecord
 
@@ -29,9 +31,11 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("studies", nargs="+", help="storage URLs or SQLite files")
     ap.add_argument("--study", default="energy_latency")
+    ap.add_argument("--out", type=Path, default=default_out(__file__))
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     print(f"{'study / trials':<58} {'n':>3} {'median':>7} " + " ".join(f"{p:>11}" for p in PHASES) + f" {'total':>7}")
+    rows = []
     for arg in args.studies:
         study = optuna.load_study(study_name=args.study, storage=url_of(arg))
         accs = [r.accuracy for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
@@ -47,6 +51,11 @@ def main() -> None:
                   + " ".join(f"{statistics.median(a.phase_seconds.get(p, 0.0) for a in group):>11.2f}"
                              for p in PHASES)
                   + f" {sum(a.seconds for a in group):>7.0f}")
+            rows.append({"study": arg, "trials": name, "n": len(group),
+                         "median_s": statistics.median(a.seconds for a in group),
+                         **{f"{p}_s": statistics.median(a.phase_seconds.get(p, 0.0) for a in group) for p in PHASES},
+                         "total_s": sum(a.seconds for a in group)})
+    write(rows, args.out, "A finished study's phases", "median seconds per model evaluation")
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ N rows of x1, y1, x2, y2, class, score as u16, maybe compressed; C holds N), 2 f
 before it and the body. Decoding checks every field before it allocates or decompresses, bounds the
 decompressed size by the declared shape, and raises :class:`PayloadError` with one line for anything wrong.
 
-Codecs come from their libraries: ``zlib`` (deflate, the paper's ZIP), ``zstd`` (zstandard), ``lzma`` - byte
+Codecs (:mod:`models.compressors`): ``zlib`` (deflate, the paper's ZIP), ``zstd`` (zstandard), ``lzma`` - byte
 compressors over the packed codes - and the entropy codecs ``ans`` and ``ans_ctx`` (:mod:`models.entropy`: rANS
 through constriction, tables fitted on calibration images; they code the codes themselves, and both sides need
 the cut's :class:`~models.entropy.EntropyModel`). When a codec would make the body larger than the packed bytes,
@@ -21,18 +21,26 @@ sending it raw.
 
 from __future__ import annotations
 
-import io
 import lzma
 import math
 import struct
 import zlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import zstandard
 
+from models.compressors import (  # noqa: F401 - the codec table is part of this module's API
+    BY_ID,
+    CODECS,
+    ENTROPY_CODECS,
+    Codec,
+    PayloadError,
+    compress_body,
+    decompress_at_most,
+    get_codec,
+)
 from models.entropy import EntropyError, EntropyModel
 
 FORMAT_VERSION = 1
@@ -43,113 +51,6 @@ MAX_VALUES = 1 << 26  # largest C*H*W a decoder accepts (67 M values; 416 px j=1
 KIND_FEATURES, KIND_DETECTIONS, KIND_JPEG, KIND_WEBP = 0, 1, 2, 3
 KIND_IMAGES = (KIND_JPEG, KIND_WEBP)
 _DET_ROW = 6  # x1, y1, x2, y2, class, score
-
-
-class PayloadError(ValueError):
-    """A payload that cannot be decoded; the message says why in one line."""
-
-
-@dataclass(frozen=True)
-class Codec:
-    name: str
-    ident: int
-    default_level: int | None
-    levels: tuple[int, int] | None
-    compress: Callable[[bytes, int | None], bytes]
-    decompress: Callable[[bytes, int], bytes]
-    entropy: bool = False  # codes the b-bit codes with a fitted model (models.entropy), not the packed bytes
-
-
-def _needs_model(b, n):
-    raise PayloadError("an entropy-coded body needs the cut's entropy model")
-
-
-def _bounded(read: Callable[[int], bytes], expected: int, name: str) -> bytes:
-    out = read(expected + 1)
-    if len(out) != expected:
-        raise PayloadError(f"{name} body decompresses to {len(out)}{'+' if len(out) > expected else ''} bytes, "
-                           f"header declares {expected}")
-    return out
-
-
-def _zlib_decompress(body: bytes, expected: int) -> bytes:
-    d = zlib.decompressobj()
-    out = _bounded(lambda n: d.decompress(body, n), expected, "zlib")
-    if not d.eof or d.unused_data:
-        raise PayloadError("zlib body is truncated or has trailing data")
-    return out
-
-
-def _zstd_decompress(body: bytes, expected: int) -> bytes:
-    reader = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=False)
-    return _bounded(reader.read, expected, "zstd")
-
-
-def _lzma_decompress(body: bytes, expected: int) -> bytes:
-    d = lzma.LZMADecompressor()
-    out = _bounded(lambda n: d.decompress(body, max_length=n), expected, "lzma")
-    if not d.eof or d.unused_data:
-        raise PayloadError("lzma body is truncated or has trailing data")
-    return out
-
-
-def _at_most(codec: Codec, body: bytes, limit: int) -> bytes:
-    """Decompress a body whose size the header does not fix (a coded image), refusing more than ``limit`` bytes."""
-    if codec.name == "none":
-        if len(body) > limit:
-            raise PayloadError(f"body of {len(body)} bytes exceeds the limit {limit} for the declared shape")
-        return body
-    if codec.name == "zstd":
-        out = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(body), read_across_frames=False).read(limit + 1)
-    else:
-        d = zlib.decompressobj() if codec.name == "zlib" else lzma.LZMADecompressor()
-        out = d.decompress(body, limit + 1) if codec.name == "zlib" else d.decompress(body, max_length=limit + 1)
-        if len(out) <= limit and (not d.eof or d.unused_data):
-            raise PayloadError(f"{codec.name} body is truncated or has trailing data")
-    if len(out) > limit:
-        raise PayloadError(f"{codec.name} body decompresses to more than the limit {limit} for the declared shape")
-    return out
-
-
-CODECS: dict[str, Codec] = {
-    "none": Codec("none", 0, None, None, lambda b, lv: b, lambda b, n: b),
-    # zlib level 6 is deflate's (and ZIP tools') default
-    "zlib": Codec("zlib", 1, 6, (0, 9), lambda b, lv: zlib.compress(b, lv), _zlib_decompress),
-    # zstd level 3 is the library's default
-    "zstd": Codec("zstd", 2, 3, (-7, 22),
-                  lambda b, lv: zstandard.ZstdCompressor(level=lv, write_content_size=True).compress(b),
-                  _zstd_decompress),
-    # xz preset 6 is the library's default
-    "lzma": Codec("lzma", 3, 6, (0, 9), lambda b, lv: lzma.compress(b, preset=lv), _lzma_decompress),
-    # rANS with static per-channel tables / a context model (models.entropy); feature maps only
-    "ans": Codec("ans", 4, None, None, _needs_model, _needs_model, entropy=True),
-    "ans_ctx": Codec("ans_ctx", 5, None, None, _needs_model, _needs_model, entropy=True),
-}
-ENTROPY_CODECS = tuple(n for n, c in CODECS.items() if c.entropy)
-_BY_ID = {c.ident: c for c in CODECS.values()}
-
-
-def get_codec(name: str) -> Codec:
-    if name not in CODECS:
-        raise ValueError(f"codec={name!r} not in {sorted(CODECS)}")
-    return CODECS[name]
-
-
-def compress_body(raw: bytes, codec: str, level: int | None = None) -> tuple[bytes, str]:
-    """Compress ``raw`` with ``codec``; fall back to ``none`` when that would not make it smaller."""
-    c = get_codec(codec)
-    if c.entropy:
-        raise ValueError(f"codec={codec!r} codes feature maps with their entropy model, not bytes: use "
-                         f"{sorted(n for n, k in CODECS.items() if not k.entropy)} here")
-    if c.levels is not None:
-        level = c.default_level if level is None else level
-        lo, hi = c.levels
-        if not lo <= level <= hi:
-            raise ValueError(f"{codec} level={level} not in {lo}..{hi}")
-    body = c.compress(raw, level)
-    if c.name != "none" and len(body) >= len(raw):
-        return raw, "none"
-    return body, c.name
 
 
 # ------------------------------------------------------------------------------------------- packing
@@ -283,9 +184,9 @@ def decode(payload: bytes | bytearray | memoryview, max_values: int = MAX_VALUES
         raise PayloadError("CRC-32 mismatch: payload is corrupted or truncated")
     if kind not in (KIND_FEATURES, KIND_DETECTIONS, *KIND_IMAGES):
         raise PayloadError(f"unknown payload kind {kind}, expected 0 (features), 1 (detections), 2 (JPEG) or 3 (WebP)")
-    if codec_id not in _BY_ID:
-        raise PayloadError(f"unknown codec id {codec_id}, expected one of {sorted(_BY_ID)}")
-    codec = _BY_ID[codec_id]
+    if codec_id not in BY_ID:
+        raise PayloadError(f"unknown codec id {codec_id}, expected one of {sorted(BY_ID)}")
+    codec = BY_ID[codec_id]
     values = c * h * w
     if values > max_values:
         raise PayloadError(f"declared shape {c}x{h}x{w} = {values} values exceeds the limit {max_values}")
@@ -317,7 +218,7 @@ def decode(payload: bytes | bytearray | memoryview, max_values: int = MAX_VALUES
             raise PayloadError(f"detection payload declares rows of {h}x{w}, expected {_DET_ROW}x1")
         expected = values * 2
     try:
-        raw = codec.decompress(body, expected) if exact else _at_most(codec, body, expected)
+        raw = codec.decompress(body, expected) if exact else decompress_at_most(codec, body, expected)
     except PayloadError:
         raise
     except (zlib.error, lzma.LZMAError, zstandard.ZstdError, EOFError) as e:

@@ -195,7 +195,7 @@ class SplitModel(nn.Module):
         """Fit the interface's entropy models (:mod:`models.entropy`, one per codec in ``kinds``) on the codes of
         ``images`` (N, 3, S, S) - the calibration images, after any fine-tuning; a no-op where the image or the
         detections cross."""
-        from models.entropy import fit
+        from models.entropy_fit import fit
 
         if not kinds or not self.cut_point.is_split:
             return

@@ -21,10 +21,11 @@ from objectives.metrics import APResult, average_precision
 
 
 @torch.no_grad()
-def predict(model: nn.Module, data: ImageSet, head: YOLOHeadConfig, conf_threshold: float = 0.001,
-            nms_iou: float = 0.5, batch_size: int = 32, device: torch.device | str = "cpu",
+def predict(model: nn.Module, data: ImageSet, head: YOLOHeadConfig, conf_threshold: float, nms_iou: float,
+            batch_size: int = 32, device: torch.device | str = "cpu",
             max_det: int = 100) -> list[np.ndarray]:
-    """Detections per image, (n, 6): x1, y1, x2, y2 (pixels), score, class."""
+    """Detections per image, (n, 6): x1, y1, x2, y2 (pixels), score, class; ``conf_threshold`` and ``nms_iou`` are
+    the ``eval`` section's (conf/eval/default.yaml)."""
     to_device(model.eval(), device)
     out = []
     for imgs, _ in Batches(data, batch_size, device=device):
@@ -43,8 +44,8 @@ def ground_truth(data: ImageSet, size: int) -> list[np.ndarray]:
     return gts
 
 
-def evaluate_map(model: nn.Module, data: ImageSet, head: YOLOHeadConfig, size: int, conf_threshold: float = 0.001,
-                 nms_iou: float = 0.5, device: torch.device | str = "cpu", batch_size: int = 32,
+def evaluate_map(model: nn.Module, data: ImageSet, head: YOLOHeadConfig, size: int, conf_threshold: float,
+                 nms_iou: float, device: torch.device | str = "cpu", batch_size: int = 32,
                  first: list[np.ndarray] = ()) -> APResult:
     """mAP of ``model`` on ``data``; ``first``: the detections :func:`predict` already gave for the first
     ``len(first)`` images (same settings), which are not predicted again."""
@@ -54,7 +55,7 @@ def evaluate_map(model: nn.Module, data: ImageSet, head: YOLOHeadConfig, size: i
 
 @torch.no_grad()
 def transmitted_map(split_model: SplitModel, data: ImageSet, head: YOLOHeadConfig, size: int, conf_threshold: float,
-                    nms_iou: float = 0.5, device: torch.device | str = "cpu", batch_size: int = 32) -> APResult:
+                    nms_iou: float, device: torch.device | str = "cpu", batch_size: int = 32) -> APResult:
     """mAP of the detections a node that runs the whole model sends (score >= ``conf_threshold``, coordinates,
     class and score as the u16 rows of :func:`models.codec.encode_detections`): what the edge actually receives."""
     from models.codec import decode as decode_payload
@@ -90,7 +91,8 @@ class PayloadStats:
 
 @torch.no_grad()
 def payload_stats(split_model: SplitModel, data: ImageSet, codecs: tuple[str, ...] = tuple(CODECS),
-                  head: YOLOHeadConfig | None = None, conf_threshold: float = 0.25, nms_iou: float = 0.5,
+                  head: YOLOHeadConfig | None = None, conf_threshold: float | None = None,
+                  nms_iou: float | None = None,
                   batch_size: int = 32, device: torch.device | str = "cpu", limit: int | None = None) -> PayloadStats:
     """Encode every image's payload at the partition point with each codec. An entropy codec (``ans``,
     ``ans_ctx``) uses the interface's fitted model (:meth:`SplitModel.fit_entropy`); where the image or the
@@ -117,8 +119,9 @@ def payload_stats(split_model: SplitModel, data: ImageSet, codecs: tuple[str, ..
                     sizes[c].append(len(encode_image(data_, ic.name, q.shape[:2], iface.quality,
                                                      "none" if CODECS[c].entropy else c)))
         elif split_model.cut_point.sends_detections:
-            if head is None:
-                raise ValueError("payload_stats where the node sends detections needs the head config to decode them")
+            if head is None or conf_threshold is None or nms_iou is None:
+                raise ValueError("payload_stats where the node sends detections needs the head config, "
+                                 "eval.payload_conf_threshold and eval.nms_iou to decode them")
             dets = postprocess(decode_heads(split_model.node(imgs), head), conf_threshold, nms_iou)
             for d in dets:
                 for c in codecs:

@@ -45,8 +45,8 @@ def main(argv: list[str] | None = None) -> None:
     clock = host_clock_hz()
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"host clock {clock / 1e9:.2f} GHz, sample {len(sample)} B, node_scale {args.node_scale} (assumption)")
-    for name in sorted(CODECS):
-        if name == "none":
+    for name in sorted(CODECS):  # the byte compressors (the entropy codecs: benchmarks/bench_entropy.py)
+        if name == "none" or CODECS[name].entropy:
             continue
         m = measure_codec(name, sample)
         ram = load_profile("codec", name).node_ram_bytes

@@ -20,6 +20,7 @@ import optuna
 from optuna.trial import TrialState
 from tqdm.auto import tqdm
 
+from models.codec import CODECS
 from models.cut_points import CutTable
 from objectives.costs import (
     CodecProfile,
@@ -133,10 +134,18 @@ class Objective:
             if r.accuracy and set(self.algorithms) <= set(r.accuracy.payload_mean_bytes) and self.reusable(r.accuracy):
                 self.cache.setdefault(r.accuracy.key, r.accuracy)
 
+    def option(self, codec: str, split: bool) -> str:
+        """The codec a trial's payload really goes through: an entropy codec (``ans``, ``ans_ctx``) codes feature
+        maps only, so where the image or the detections cross it is the same option as sending them as they are
+        (``none``) - one trial, not three identical ones."""
+        prof = self.pricing.codecs.get(codec)
+        return "none" if not split and prof is not None and CODECS[prof.codec].entropy else codec
+
     def _remember(self, r: TrialRecord) -> None:
         """Note which (model, radio, codec) a complete trial holds, so a re-proposal is recognised."""
         if r.accuracy_key:
-            self.evaluated.setdefault((r.accuracy_key, r.radio, r.codec), r.number)
+            split = r.accuracy is None or r.accuracy.feature_values > 0
+            self.evaluated.setdefault((r.accuracy_key, r.radio, self.option(r.codec, split)), r.number)
 
     def reusable(self, acc: AccuracyResult) -> bool:
         """A stored model answers a re-proposal of its point unless it was kept un-fine-tuned for meeting a
@@ -174,7 +183,7 @@ class Objective:
             if sh.n_trials and surplus(recs, trial.number, sh.n_trials):
                 record.write(trial, TrialRecord(skipped="the study's n_trials is reached by running trials"))
                 raise optuna.TrialPruned("study total reached")
-        dup = self.evaluated.get((key, point.radio, point.codec))
+        dup = self.evaluated.get((key, point.radio, self.option(point.codec, self.table[point.j].is_split)))
         if dup is None and sh and key not in self.cache:
             dup = sh.claims.claim(trial.study, trial, key)  # another worker trains (or trained) this model
         if dup is not None:
@@ -226,14 +235,16 @@ class Objective:
         t0 = time.time()
         base = {k: v for k, v in trial.params.items() if k not in ("codec", "radio")}
         added = 0
+        split = r.accuracy.feature_values > 0
         for radio in self.space.radios:
             for codec in self.space.codecs:
-                if (r.accuracy.key, radio, codec) in self.evaluated:  # the primary itself, or added before
+                option = (r.accuracy.key, radio, self.option(codec, split))
+                if option in self.evaluated:  # the primary itself, added before, or the same option
                     continue
                 s = score(r.accuracy, radio, codec, self.pricing, role=SIBLING, parent=trial.number)
                 params = {**base, "codec": codec, "radio": radio}
                 study.add_trial(s.trial(params, distributions_of(params, self.space, self.table)))
-                self.evaluated.setdefault((r.accuracy.key, radio, codec), trial.number)
+                self.evaluated.setdefault(option, trial.number)
                 added += 1
         self.sibling_seconds += time.time() - t0
         return added

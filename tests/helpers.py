@@ -49,13 +49,29 @@ def write_yolo(data, images_dir, labels_dir) -> None:
             "".join(f"{int(c)} {x!r} {y!r} {w!r} {h!r}\n" for c, x, y, w, h in lab.tolist()))
 
 
+def accuracy_result(key: str, j: int, map50: float, payload: dict[str, float], **fields):
+    """The one builder of made-up :class:`AccuracyResult` records for tests: ``payload`` is the mean payload bytes per
+    codec (the maximum is its ceiling and the best codec the smallest unless ``fields`` say otherwise); every other
+    field is neutral (no MACs, no memory, mAP@[.5:.95] half of mAP@0.5) unless given. No number here is a
+    measurement."""
+    import math
+
+    from objectives.objective import AccuracyResult
+
+    base = {"map50_95": map50 / 2, "map50_before_finetune": math.nan, "node_macs": 0, "edge_macs": 0,
+            "node_macs_per_layer": {}, "cut_shape": [0, 0, 0], "feature_values": 0,
+            "raw_bytes": math.ceil(max(payload.values())), "payload_max_bytes": {c: math.ceil(v) for c, v in
+                                                                                  payload.items()},
+            "entropy_bytes": 0.0, "best_codec": min(payload, key=payload.get), "weight_count": 0,
+            "peak_activation_values": 0}
+    return AccuracyResult(key=key, j=j, map50=map50, payload_mean_bytes=dict(payload), **{**base, **fields})
+
+
 def fake_result(point, cut, size: int = 64):
     """A made-up but self-consistent :class:`AccuracyResult` for a design point (for design-table tests): mAP
     falls with fewer bits, fewer cut channels and harder step-2 pruning; payload, MACs and memory follow the cut
     tensor. No number here is a measurement."""
     import math
-
-    from objectives.objective import AccuracyResult
 
     p = cut[point.j]
     key = point.accuracy_key(cut)
@@ -66,12 +82,12 @@ def fake_result(point, cut, size: int = 64):
         q = point.quality if point.coded_image else 0
         if q:  # a coded image: smaller and less accurate at a lower quality
             raw = math.ceil(3 * size * size * (0.01 + q / 400))
-        return AccuracyResult(
-            key=key, j=point.j, map50=(0.9 - (100 - q) / 1000 if q else 0.9) if image else 0.8, map50_95=0.5,
-            map50_before_finetune=float("nan"), image_codec=point.image_codec if q else "", quality=q,
-            node_macs=0 if image else 100_000_000, edge_macs=100_000_000 if image else 0, node_macs_per_layer={},
-            cut_shape=[3, size, size] if image else [0, 0, 0], feature_values=0, raw_bytes=raw,
-            payload_mean_bytes={c: float(raw) * (1.0 if c == "none" else 0.8) for c in codecs},
+        return accuracy_result(
+            key, point.j, (0.9 - (100 - q) / 1000 if q else 0.9) if image else 0.8,
+            {c: float(raw) * (1.0 if c == "none" else 0.8) for c in codecs}, map50_95=0.5,
+            image_codec=point.image_codec if q else "", quality=q,
+            node_macs=0 if image else 100_000_000, edge_macs=100_000_000 if image else 0,
+            cut_shape=[3, size, size] if image else [0, 0, 0], raw_bytes=raw,
             payload_max_bytes={c: raw for c in codecs}, entropy_bytes=raw * 0.5, best_codec="zlib",
             weight_count=0 if image else 9_000_000, peak_activation_values=0 if image else 50_000)
     n = cut.conv_channels[p.conv]
@@ -83,13 +99,12 @@ def fake_result(point, cut, size: int = 64):
     node = int(20_000_000 * point.j * (0.5 + 0.5 * level) * (0.5 + 0.5 * k / n))
     raw = math.ceil(k * h * h * point.bits / 8) + 16
     ratio = {"none": 1.0, "zlib": 0.7, "zstd": 0.65, "lzma": 0.6}
-    return AccuracyResult(
-        key=key, j=point.j, map50=mAP, map50_95=mAP / 2, map50_before_finetune=mAP - 0.1, node_macs=node,
+    return accuracy_result(
+        key, point.j, mAP, {c: raw * ratio[c] for c in codecs}, map50_before_finetune=mAP - 0.1, node_macs=node,
         edge_macs=100_000_000 - node, node_macs_per_layer={"0": node}, cut_shape=[k, h, h],
-        feature_values=k * h * h, raw_bytes=raw, payload_mean_bytes={c: raw * ratio[c] for c in codecs},
+        feature_values=k * h * h, raw_bytes=raw,
         payload_max_bytes={c: math.ceil(raw * ratio[c]) + 3 for c in codecs}, entropy_bytes=raw * 0.5,
-        best_codec="lzma", weight_count=1000 * point.j, peak_activation_values=4 * k * h * h,
-        finetune_steps=40, seconds=1.0)
+        weight_count=1000 * point.j, peak_activation_values=4 * k * h * h, finetune_steps=40, seconds=1.0)
 
 
 def fake_table(path, rc, model: str = "fake-model (tests/helpers.fake_table)", partitions=None, image_codecs=()):

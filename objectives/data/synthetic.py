@@ -31,12 +31,13 @@ SS = 2  # supersampling factor for anti-aliased drawing
 
 @dataclass(frozen=True)
 class SyntheticConfig:
-    """Generator settings. Sizes in pixels of the final image."""
+    """Generator settings. Sizes in pixels of the final image. ``size``, ``n_train``, ``n_val`` and ``seed`` are the
+    ``data`` section's (conf/data/synthetic.yaml holds their defaults); the rest are the generator's own constants."""
 
-    size: int = 160
-    n_train: int = 2000
-    n_val: int = 400
-    seed: int = 0
+    size: int
+    n_train: int
+    n_val: int
+    seed: int
     max_feet: int = 4
     min_foot: float = 20.0
     max_foot: float = 64.0

@@ -11,7 +11,7 @@ import torch
 
 from models import CODECS, PayloadError, decode, encode_detections, encode_features, packed_nbytes
 from models.codec import ENTROPY_CODECS, HEADER_BYTES, MAGIC, MAX_VALUES, pack_codes, unpack_codes
-from models.entropy import fit
+from models.entropy_fit import fit
 
 HDR = struct.Struct("<2sBBBBHHHffI")
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from models.codec import HEADER_BYTES, PayloadError, decode, encode_features, packed_nbytes
-from models.entropy import KINDS, EntropyError, EntropyModel, contexts, fit, wave_order
+from models.entropy import KINDS, EntropyError, EntropyModel, contexts, wave_order
+from models.entropy_fit import fit
 from tests.helpers import readme_entropy_body
 
 

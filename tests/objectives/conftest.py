@@ -7,10 +7,11 @@ import pytest
 
 from models import TinyYOLOv3Config
 from objectives.data.synthetic import SyntheticConfig, generate
-from tests.helpers import train_cfg
+from tests.helpers import conf, train_cfg
 
 CFG = TinyYOLOv3Config(num_classes=1, input_size=64, width=0.125)
 DATA = SyntheticConfig(size=64, n_train=32, n_val=8, seed=1, min_foot=12, max_foot=30)
+EVAL = conf().eval  # the eval section's mAP settings (conf/eval/default.yaml)
 QUICK = train_cfg("baseline", steps=6, batch_size=8, lr=2e-3, amp="bf16", max_minutes=0.0)
 
 

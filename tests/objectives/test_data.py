@@ -50,7 +50,7 @@ def test_cache_roundtrip_and_rebuild(tmp_path, small):
     save(small, p)
     back = load(p)
     assert np.array_equal(back.images, small.images) and back.class_names == ("foot",)
-    cfg = SyntheticConfig(size=64, n_train=4, n_val=2)
+    cfg = SyntheticConfig(size=64, n_train=4, n_val=2, seed=0)
     tr, va = cached(cfg, tmp_path)
     path = tmp_path / f"synthetic-{cfg.key()}-train.npz"
     path.write_bytes(b"corrupt")
@@ -61,7 +61,7 @@ def test_cache_roundtrip_and_rebuild(tmp_path, small):
 @pytest.mark.parametrize("bad", [dict(size=100), dict(n_train=0), dict(min_visible=0), dict(min_foot=2)])
 def test_synthetic_config_validation(bad):
     with pytest.raises(ValueError, match="data\\."):
-        SyntheticConfig(**bad)
+        SyntheticConfig(**{"size": 64, "n_train": 4, "n_val": 2, "seed": 0, **bad})
 
 
 def test_augment_moves_boxes_with_pixels():
@@ -218,7 +218,7 @@ def test_coco_malformed_json_and_empty(tmp_path):
 
 
 def test_preview_grid_draws_boxes(tmp_path, capsys):
-    from objectives.data import preview
+    from search import preview
 
     preview.main(["--out", str(tmp_path / "s.png")])
     img = np.asarray(Image.open(tmp_path / "s.png"))

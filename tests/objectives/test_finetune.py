@@ -9,7 +9,7 @@ from models import TinyYOLOv3, calibrate, prune, split
 from objectives.accuracy import predict
 from objectives.finetune import finetune, recalibrate_bn
 from tests.helpers import adapt, distill, train_cfg
-from tests.objectives.conftest import CFG, DATA, QUICK  # noqa: F401 - the shared tiny model, data and budget
+from tests.objectives.conftest import CFG, DATA, EVAL, QUICK  # noqa: F401 - the shared tiny model, data and budget
 
 
 def _tuned_at_j3(data, edge_lr_scale: float):
@@ -40,7 +40,7 @@ def test_finetune_split_pruned_quantized(data):
     assert stats["steps"] == 6
     assert not torch.equal(tuned.layer(0).conv.weight, w0)  # node layers learn through the STE
     assert tuned.interface.enabled and tuned.cut_shape() == (1, 8, 8)
-    dets = predict(tuned, data, CFG.head())
+    dets = predict(tuned, data, CFG.head(), EVAL.conf_threshold, EVAL.nms_iou)
     assert len(dets) == len(data) and all(d.shape[1] == 6 for d in dets)
 
 

@@ -12,7 +12,7 @@ from objectives.device import DeviceError, resolve_device
 from objectives.fit import ModelEMA, TrainingDiverged, fit
 from objectives.settings import TrainConfig
 from tests.helpers import augment, train_cfg
-from tests.objectives.conftest import CFG, DATA, QUICK  # noqa: F401 - the shared tiny model, data and budget
+from tests.objectives.conftest import CFG, DATA, EVAL, QUICK  # noqa: F401 - the shared tiny model, data and budget
 
 
 def test_ema_tracks_weights():
@@ -57,7 +57,7 @@ def test_training_and_evaluation_run_channels_last_with_the_same_values(data):
     x = torch.rand(4, 3, 64, 64)
     with torch.no_grad():
         ref = [o.clone() for o in model(x)]
-    predict(model, data, CFG.head())
+    predict(model, data, CFG.head(), EVAL.conf_threshold, EVAL.nms_iou)
     assert all(m.weight.is_contiguous(memory_format=torch.channels_last) for m in model.modules()
                if isinstance(m, torch.nn.Conv2d) and m.weight.shape[-1] > 1)
     seen = []
@@ -83,12 +83,12 @@ def test_fit_learns_on_a_few_images(data):
     few = data.subset(0, 4)
     model = TinyYOLOv3(CFG)
     head = CFG.head()
-    before = evaluate_map(model, few, head, 64).map50
+    before = evaluate_map(model, few, head, 64, EVAL.conf_threshold, EVAL.nms_iou).map50
     cfg = train_cfg("baseline", steps=250, batch_size=4, lr=5e-3, warmup_epochs=0.0, ema_decay=0.9, amp="bf16",
                     max_minutes=0.0, augment=augment(flip_lr=0, brightness=0, saturation=0, contrast=0, scale=(1, 1),
                                                      translate=0))
     ema, stats = fit(model, head, 64, few, cfg, torch.device("cpu"), progress=False)
-    after = evaluate_map(ema, few, head, 64).map50
+    after = evaluate_map(ema, few, head, 64, EVAL.conf_threshold, EVAL.nms_iou).map50
     assert stats["steps"] == 250
     assert after > max(0.5, before + 0.3), (before, after)
 

@@ -22,6 +22,7 @@ from search.record import FINAL, SIBLING, TrialRecord
 from search.report_data import PAPER_TH, report_data
 from search.space import distributions_of
 from search.view import judged, latest_finals, pareto_front, study_view
+from tests.helpers import accuracy_result
 from tests.search.test_space_export import COLUMNS, SPACE, TABLE
 from tests.search.test_study import cli, load
 
@@ -32,12 +33,11 @@ RADIOS, CODECS = ("ble5", "wifi"), ("none", "zlib")
 
 def acc(j: int, keep: int, map50: float, payload: float = 2000.0, macs: int = 10**7) -> AccuracyResult:
     key = f"j={j};b=2;cut={keep}/64;L=[];crit=l1"
-    return AccuracyResult(
-        key=key, j=j, map50=map50, map50_95=map50 / 2, map50_before_finetune=math.nan, node_macs=macs,
-        edge_macs=10**8, node_macs_per_layer={}, cut_shape=[keep, 10, 10], feature_values=keep * 100,
-        raw_bytes=int(payload), payload_mean_bytes={"none": payload, "zlib": payload * 0.8},
+    return accuracy_result(
+        key, j, map50, {"none": payload, "zlib": payload * 0.8}, node_macs=macs, edge_macs=10**8,
+        cut_shape=[keep, 10, 10], feature_values=keep * 100, raw_bytes=int(payload),
         payload_max_bytes={"none": int(payload), "zlib": int(payload)}, entropy_bytes=payload / 2,
-        best_codec="zlib", weight_count=1000, peak_activation_values=1000, finetune_steps=40)
+        weight_count=1000, peak_activation_values=1000, finetune_steps=40)
 
 
 def pricing(th: float = TH) -> Pricing:

@@ -35,5 +35,5 @@ def test_measure_codecs_writes_loadable_profiles(tmp_path, capsys):
     rc = compose(["space.codecs=[zlib,zlib_host]"], config_dir=conf)
     assert rc.space.codecs == ["zlib", "zlib_host"]
     (conf / "codec" / "bad.yaml").write_text("name: bad\ncodec: brotli\n")
-    with pytest.raises(ConfigError, match=r"codec='brotli' not in \['lzma', 'none', 'zlib', 'zstd'\]"):
+    with pytest.raises(ConfigError, match=r"codec='brotli' not in \['ans', 'ans_ctx', 'lzma', 'none', 'zlib', 'zstd'\]"):
         compose(["space.codecs=[bad]"], config_dir=conf)

@@ -21,7 +21,7 @@ from search.objective import Objective, Pricing, score
 from search.profiles import load_profile
 from search.record import TrialRecord
 from search.space import suggest
-from tests.helpers import conf
+from tests.helpers import accuracy_result, conf
 
 TABLE = cut_points(TinyYOLOv3Config(num_classes=1, input_size=160))
 BASE_MAP = 0.9
@@ -34,11 +34,10 @@ def fake_accuracy(point: DesignPoint) -> AccuracyResult:
     values = kept * p.height * p.width if p.is_split else 0
     raw = math.ceil(values * point.bits / 8) if p.is_split else (3 * 160 * 160 if point.j == 0 else 120)
     m = 0.9 - (0.02 * (8 - point.bits) + 0.3 * (1 - point.cut_keep) if p.is_split else 0.0)
-    return AccuracyResult(
-        key=point.accuracy_key(TABLE), j=point.j, map50=m, map50_95=m / 2, map50_before_finetune=math.nan,
-        node_macs=p.node_macs, edge_macs=p.edge_macs, node_macs_per_layer={}, cut_shape=[kept, p.height, p.width],
-        feature_values=values, raw_bytes=raw, payload_mean_bytes={"none": raw + 24.0, "zlib": raw / 2 + 24.0},
-        payload_max_bytes={"none": raw + 24, "zlib": raw // 2 + 24}, entropy_bytes=raw / 3, best_codec="zlib",
+    return accuracy_result(
+        point.accuracy_key(TABLE), point.j, m, {"none": raw + 24.0, "zlib": raw / 2 + 24.0},
+        node_macs=p.node_macs, edge_macs=p.edge_macs, cut_shape=[kept, p.height, p.width], feature_values=values,
+        raw_bytes=raw, payload_max_bytes={"none": raw + 24, "zlib": raw // 2 + 24}, entropy_bytes=raw / 3,
         weight_count=1000, peak_activation_values=1000)
 
 
@@ -86,6 +85,36 @@ def test_siblings_price_every_radio_and_codec_once_per_model():
             want = score(p.accuracy, s.radio, s.codec, obj.pricing)
             assert tuple(t.values) == want.values and {k: t.constraints[k] for k in want.constraints} == want.constraints
             assert s.feasible == (p.accuracy.map50 >= BASE_MAP - rc.study.th)
+
+
+def test_an_entropy_codec_where_no_feature_map_crosses_is_the_none_option():
+    """ans / ans_ctx code feature maps only: at j=0 and where detections cross, a model gets one trial per radio for
+    the three codecs (they are one option), at a split one per codec; a proposal of the other two is a duplicate."""
+    def entropy_payloads(point):  # as payload_stats: an entropy codec sends the image as none
+        a = fake_accuracy(point)
+        split = a.feature_values > 0
+        mean = {**a.payload_mean_bytes, "ans": a.payload_mean_bytes["none"] * (0.7 if split else 1.0),
+                "ans_ctx": a.payload_mean_bytes["none"] * (0.6 if split else 1.0)}
+        return replace(a, payload_mean_bytes=mean, payload_max_bytes={k: math.ceil(v) for k, v in mean.items()})
+
+    rc, study, obj, ev = setup("space.partitions=[0,3]", "space.image_codecs=[raw]", "space.radios=[ble5]",
+                               "space.codecs=[none,ans,ans_ctx]", "study.n_trials=2", "study.max_duplicates=50",
+                               evaluate=entropy_payloads)
+    study.enqueue_trial({"j": 0, "image_codec": "raw", "codec": "ans", "radio": "ble5"})  # the image, "ans"
+    study.enqueue_trial({"j": 0, "image_codec": "raw", "codec": "none", "radio": "ble5"})  # the same option again
+    drivers.sampler_loop(rc, study, obj)
+    prim, sib = by_role(study)
+    family = {p.accuracy_key: [p, *(s for s in sib if s.parent == p.number)] for p in prim}
+    assert "j=0" in family and len(family) == 2
+    assert len(family["j=0"]) == 1  # none, ans and ans_ctx at j=0: one option, one trial
+    split = next(v for k, v in family.items() if k != "j=0")
+    assert sorted(r.codec for r in split) == ["ans", "ans_ctx", "none"]
+    assert obj.option("ans_ctx", split=False) == "none" == obj.option("none", split=False)
+    assert obj.option("ans_ctx", split=True) == "ans_ctx" and obj.option("zlib", split=False) == "zlib"
+    dups = [TrialRecord.from_trial(t) for t in study.get_trials(states=(TrialState.PRUNED,))]
+    assert dups and dups[0].number == 1 and dups[0].duplicate_of == 0  # none at j=0: the "ans" trial's option
+    assert family["j=0"][0].codec == "ans" and family["j=0"][0].payload_bytes == math.ceil(
+        family["j=0"][0].accuracy.payload_mean_bytes["none"])
 
 
 def test_duplicate_proposals_are_pruned_not_counted_and_stop_the_loop(capsys):

@@ -9,11 +9,11 @@ import optuna
 import pandas as pd
 import pytest
 
-from objectives.objective import AccuracyResult
 from search.export import study_frames, summary_lines
 from search.record import TrialRecord
 from search.report import report_data, write_report
 from search.versus import equal_map, option, rate_accuracy, versus_coded
+from tests.helpers import accuracy_result
 
 COLUMNS = ("j", "bits", "keep_cut", "criterion", "image_codec", "jpeg_quality", "webp_quality")
 
@@ -85,11 +85,8 @@ def add(study, j, radio, energy, latency, mAP, payload, image="", q=0, keep=None
     dist = {"j": optuna.distributions.CategoricalDistribution([0, 3, 6]),
             "keep_cut": optuna.distributions.FloatDistribution(0.001, 1.0, log=True)}
     key = f"j=0;img={image};q={q}" if image else f"j={j};{keep}"
-    acc = AccuracyResult(key=key, j=j, map50=mAP, map50_95=mAP / 2, map50_before_finetune=math.nan, node_macs=0,
-                         edge_macs=0, node_macs_per_layer={}, cut_shape=[3, 160, 160] if j == 0 else [8, 20, 20],
-                         feature_values=0, raw_bytes=payload, payload_mean_bytes={"zlib": payload},
-                         payload_max_bytes={"zlib": payload}, entropy_bytes=0.0, best_codec="zlib", weight_count=0,
-                         peak_activation_values=0, image_codec=image, quality=q)
+    acc = accuracy_result(key, j, mAP, {"zlib": payload}, cut_shape=[3, 160, 160] if j == 0 else [8, 20, 20],
+                          image_codec=image, quality=q)
     study.add_trial(optuna.trial.create_trial(
         params=params, distributions={k: dist[k] for k in params}, values=[energy, latency],
         constraints={"map50_drop": 0.0 if feasible else 1.0},
