@@ -18,6 +18,7 @@ from models.split import SplitModel
 from objectives.data.batches import Batches
 from objectives.data.images import ImageSet
 from objectives.device import autocast, to_device
+from objectives.distill import head_distill
 from objectives.fit import fit
 from objectives.settings import AdaptConfig, DistillConfig, TrainConfig
 
@@ -71,6 +72,8 @@ def finetune(
     """
     j = split_model.j
     groups, frozen, stats0 = None, (), {"bn_images": 0}
+    if distill is not None and distill.head_steps > 0:  # head distillation first (objectives/distill.py)
+        stats0.update(head_distill(split_model, baseline, data, cfg, distill.head_steps, distill.head_layers, device))
     if adapt is not None:
         stats0["bn_images"] = recalibrate_bn(split_model, data, adapt.bn_recalib_batches, cfg.batch_size, device,
                                              cfg.amp, cfg.seed)

@@ -101,6 +101,7 @@ class AccuracyResult:
     edge_measured_ms: float | None = None
     phase_seconds: dict[str, float] = field(default_factory=dict)
     entropy_table_bytes: dict[str, int] = field(default_factory=dict)  # per entropy codec: its tables on the node
+    head_distill_steps: int = 0  # head distillation steps before the fine-tuning (in finetune_seconds)
 
     def as_attrs(self) -> dict[str, Any]:
         return asdict(self)
@@ -175,11 +176,12 @@ def measure(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSe
     policy = s.policy
     before = before_finetune(sm, val, policy, head, cfg.input_size, device)
     laps.lap("evaluate")
-    r, ft_seconds, ft_steps = before.score, 0.0, 0
+    r, ft_seconds, ft_steps, head_steps = before.score, 0.0, 0, 0
     if not before.keep:
         sm, stats = finetune(sm, baseline, train, s.train.finetune, device, s.train.distill, progress=s.progress,
                              adapt=s.train.adapt)
-        ft_seconds, ft_steps = stats["seconds"], int(stats["steps"])
+        ft_seconds, ft_steps = stats["seconds"] + stats.get("head_seconds", 0.0), int(stats["steps"])
+        head_steps = int(stats.get("head_steps", 0))
         laps.lap("finetune")
         r = evaluate_map(sm, val, head, cfg.input_size, ev.conf_threshold, ev.nms_iou, device)
         laps.lap("evaluate")
@@ -209,7 +211,7 @@ def measure(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSe
         finetune_skipped=policy.tunes(sm) and before.keep,
         image_codec=point.image_codec if point.coded_image else "", quality=point.quality if point.coded_image else 0,
         seconds=time.time() - laps.start, edge_measured_ms=edge_ms, phase_seconds=laps.phases,
-        entropy_table_bytes=ps.table_bytes,
+        entropy_table_bytes=ps.table_bytes, head_distill_steps=head_steps,
     )
     return Measurement(result, sm, kept_idx)
 

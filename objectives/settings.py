@@ -14,7 +14,8 @@ from objectives.data.batches import AugmentConfig
 
 # Field metadata: whether a setting changes measured results (the study's and the design table's settings identity,
 # search.settings). Absent: always. "never": it does not (the final training's budget). "when finetune_when=needed":
-# only under that policy (the subset check, which `always` never reads).
+# only under that policy (the subset check, which `always` never reads). ("off when", name, value): not while the
+# dataclass's field ``name`` has ``value`` (an opt-in stage that is off: studies recorded before it existed match).
 RESULTS = "affects_results"
 
 
@@ -63,10 +64,20 @@ class DistillConfig:
     Attributes:
         output_weight: MSE between student and teacher raw head outputs (objectness + boxes).
         feature_weight: MSE on the output of the edge's first conv layer.
+        head_steps: steps of head distillation before the fine-tuning (:mod:`objectives.distill`); 0: none.
+        head_layers: the edge layers with weights that stage trains; their last one's output is matched.
     """
 
     output_weight: float
     feature_weight: float
+    head_steps: int = field(metadata={RESULTS: ("off when", "head_steps", 0)})
+    head_layers: int = field(metadata={RESULTS: ("off when", "head_steps", 0)})
+
+    def __post_init__(self) -> None:
+        if self.head_steps < 0:
+            raise ValueError(f"train.distill.head_steps={self.head_steps} must be >= 0 (0: no head distillation)")
+        if self.head_layers < 1:
+            raise ValueError(f"train.distill.head_layers={self.head_layers} must be >= 1")
 
 
 @dataclass(frozen=True)

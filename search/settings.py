@@ -29,6 +29,8 @@ def _fields(obj: Any, policy: str) -> Any:
             when = f.metadata.get(RESULTS)
             if when == "never" or (when == "when finetune_when=needed" and policy != "needed"):
                 continue
+            if isinstance(when, tuple) and when[0] == "off when" and getattr(obj, when[1]) == when[2]:
+                continue
             out[f.name] = _fields(getattr(obj, f.name), policy)
         return out
     if isinstance(obj, (list, tuple)):
@@ -52,6 +54,9 @@ def legacy_repr(rc: RunConfig, model: str) -> str:
     """The settings as studies and tables before :data:`VERSION` 2 kept them: a ``repr`` of the dataclasses without
     ``train.final``, and with ``finetune_when='always'`` and the precheck keys dropped under ``always``."""
     train, ev = repr(rc.train).replace(f"final={rc.train.final!r}, ", ""), repr(rc.eval)
+    d = rc.train.distill
+    if d.head_steps == 0:  # head distillation did not exist then; off, it is the same measurement
+        train = train.replace(f", head_steps={d.head_steps!r}, head_layers={d.head_layers!r}", "")
     if rc.train.finetune_when == "always":
         train = train.replace(", finetune_when='always'", "")
         ev = ev.replace(f", precheck_images={rc.eval.precheck_images!r}, precheck_margin={rc.eval.precheck_margin!r}",

@@ -130,6 +130,8 @@ BAD = [
     (["eval.nms_iou=1.5"], r"eval\.nms_iou=1\.5 must be in \[0, 1\)"),
     (["train.finetune_when=sometimes"], r"train\.finetune_when='sometimes' not in \['always', 'needed'\]"),
     (["eval.precheck_images=-1"], r"eval\.precheck_images=-1 must be >= 0"),
+    (["train.distill.head_steps=-1"], r"train\.distill\.head_steps=-1 must be >= 0"),
+    (["train.distill.head_layers=0"], r"train\.distill\.head_layers=0 must be >= 1"),
     (["eval.precheck_margin=2"], r"eval\.precheck_margin=2\.0 must be in \[0, 1\]"),
     (["storage.kind=mongo"], r"storage\.kind='mongo' not in \['sqlite', 'journal', 'postgres'\]"),
     (["study.name=a/b"], r"study\.name='a/b' must be a non-empty name"),
