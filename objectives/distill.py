@@ -57,10 +57,11 @@ def tap_layers(split_model: SplitModel, layers: int) -> list[int]:
 
 
 def head_distill(split_model: SplitModel, baseline: Darknet, data: ImageSet, cfg: TrainConfig, steps: int,
-                 layers: int, device: torch.device) -> dict[str, float]:
+                 layers: int, device: torch.device, lr_scale: float = 1.0) -> dict[str, float]:
     """Train the node and the first ``layers`` edge layers of ``split_model`` for ``steps`` steps to reproduce
-    ``baseline``'s output of the last of them (AdamW at ``cfg.lr``, cosine decay, ``cfg``'s batch size, augmentation
-    and gradient clipping). Returns steps, seconds, the first and the last loss. A no-op where no feature map is cut.
+    ``baseline``'s output of the last of them (AdamW at ``cfg.lr * lr_scale``, cosine decay, ``cfg``'s batch size,
+    augmentation and gradient clipping). Returns steps, seconds, the first and the last loss. A no-op where no
+    feature map is cut.
     """
     if steps <= 0 or not split_model.cut_point.is_split:
         return {"head_steps": 0, "head_seconds": 0.0}
@@ -76,8 +77,9 @@ def head_distill(split_model: SplitModel, baseline: Darknet, data: ImageSet, cfg
         p.requires_grad_(False)
     for p in params:
         p.requires_grad_(True)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=cfg.lr * cfg.min_lr_ratio)
+    lr = cfg.lr * lr_scale
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps, eta_min=lr * cfg.min_lr_ratio)
     batches = Batches(data, cfg.batch_size, shuffle=True, augment=cfg.augment, device=device, seed=cfg.seed + 1)
     t0, step, first, last = time.time(), 0, float("nan"), float("nan")
     try:

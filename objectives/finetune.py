@@ -73,7 +73,8 @@ def finetune(
     j = split_model.j
     groups, frozen, stats0 = None, (), {"bn_images": 0}
     if distill is not None and distill.head_steps > 0:  # head distillation first (objectives/distill.py)
-        stats0.update(head_distill(split_model, baseline, data, cfg, distill.head_steps, distill.head_layers, device))
+        stats0.update(head_distill(split_model, baseline, data, cfg, distill.head_steps, distill.head_layers, device,
+                                   distill.head_lr_scale))
     if adapt is not None:
         stats0["bn_images"] = recalibrate_bn(split_model, data, adapt.bn_recalib_batches, cfg.batch_size, device,
                                              cfg.amp, cfg.seed)

@@ -66,18 +66,22 @@ class DistillConfig:
         feature_weight: MSE on the output of the edge's first conv layer.
         head_steps: steps of head distillation before the fine-tuning (:mod:`objectives.distill`); 0: none.
         head_layers: the edge layers with weights that stage trains; their last one's output is matched.
+        head_lr_scale: that stage's learning rate as a multiple of the fine-tuning's.
     """
 
     output_weight: float
     feature_weight: float
     head_steps: int = field(metadata={RESULTS: ("off when", "head_steps", 0)})
     head_layers: int = field(metadata={RESULTS: ("off when", "head_steps", 0)})
+    head_lr_scale: float = field(metadata={RESULTS: ("off when", "head_steps", 0)})
 
     def __post_init__(self) -> None:
         if self.head_steps < 0:
             raise ValueError(f"train.distill.head_steps={self.head_steps} must be >= 0 (0: no head distillation)")
         if self.head_layers < 1:
             raise ValueError(f"train.distill.head_layers={self.head_layers} must be >= 1")
+        if not self.head_lr_scale > 0:
+            raise ValueError(f"train.distill.head_lr_scale={self.head_lr_scale} must be > 0")
 
 
 @dataclass(frozen=True)

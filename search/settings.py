@@ -56,7 +56,8 @@ def legacy_repr(rc: RunConfig, model: str) -> str:
     train, ev = repr(rc.train).replace(f"final={rc.train.final!r}, ", ""), repr(rc.eval)
     d = rc.train.distill
     if d.head_steps == 0:  # head distillation did not exist then; off, it is the same measurement
-        train = train.replace(f", head_steps={d.head_steps!r}, head_layers={d.head_layers!r}", "")
+        train = train.replace(f", head_steps={d.head_steps!r}, head_layers={d.head_layers!r}, "
+                              f"head_lr_scale={d.head_lr_scale!r}", "")
     if rc.train.finetune_when == "always":
         train = train.replace(", finetune_when='always'", "")
         ev = ev.replace(f", precheck_images={rc.eval.precheck_images!r}, precheck_margin={rc.eval.precheck_margin!r}",

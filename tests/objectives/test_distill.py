@@ -72,4 +72,5 @@ def test_head_distillation_is_in_the_settings_only_when_on():
     assert "head_steps" not in settings_record(off, "m")["train"]["distill"]  # studies from before it match
     assert settings_record(on, "m")["train"]["distill"]["head_steps"] == 20
     assert difference(search_settings(off, "m"), on, "m") == "train.distill.head_layers: missing vs 1"  # sorted keys
-    assert search_settings(off, "m") == search_settings(conf("train.distill.head_layers=3"), "m")
+    assert search_settings(off, "m") == search_settings(conf("train.distill.head_layers=3",
+                                                             "train.distill.head_lr_scale=2"), "m")

@@ -132,6 +132,7 @@ BAD = [
     (["eval.precheck_images=-1"], r"eval\.precheck_images=-1 must be >= 0"),
     (["train.distill.head_steps=-1"], r"train\.distill\.head_steps=-1 must be >= 0"),
     (["train.distill.head_layers=0"], r"train\.distill\.head_layers=0 must be >= 1"),
+    (["train.distill.head_lr_scale=0"], r"train\.distill\.head_lr_scale=0\.0 must be > 0"),
     (["eval.precheck_margin=2"], r"eval\.precheck_margin=2\.0 must be in \[0, 1\]"),
     (["storage.kind=mongo"], r"storage\.kind='mongo' not in \['sqlite', 'journal', 'postgres'\]"),
     (["study.name=a/b"], r"study\.name='a/b' must be a non-empty name"),
