@@ -5,7 +5,8 @@ re-estimate every BatchNorm's running statistics on a few training batches (AdaB
 see a quantized, maybe pruned input); then train with the first conv layer(s) after the cut at a much higher
 learning rate than the rest, and the BatchNorm layers deeper in the edge frozen. Knowledge distillation from the
 baseline, on the detection outputs and on the feature after the edge's first layer, is optional (off by default:
-raw-output MSE was measured to hurt).
+raw-output MSE was measured to hurt), and so is a head-distillation stage before the fine-tuning
+(:mod:`objectives.distill`, off: measured not to help at 20-40 steps, docs/method.md).
 """
 
 from __future__ import annotations
