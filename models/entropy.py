@@ -24,8 +24,8 @@ bits  own channel                                  parent channel         contex
 
 The context number is ``sum_i v_i * G**i`` over the terms in that order (own terms first), ``G = 2**min(bits, 2)``
 and ``v_i`` the term's code (its top two bits for b > 2). A richer template, adapting the tables while coding and
-models per channel group were measured (docs/entropy_coding.md); what is here is what paid. Fitting:
-:mod:`models.entropy_fit`.
+models per channel group were measured (docs/entropy_coding.md); what is here is what paid. Templates
+and coding order: :mod:`models.entropy_context`; fitting: :mod:`models.entropy_fit`.
 
 Tables: frequencies of each (channel group, context) row sum to ``2**16``, every symbol >= 1 (16-bit cumulative
 starts, so a node keeps them in flash as u16). The coder is constriction's rANS ``AnsCoder`` (32-bit words, 64-bit
@@ -42,11 +42,20 @@ import base64
 import math
 import zlib
 from dataclasses import dataclass
-from functools import cached_property, lru_cache
+from functools import cached_property
 
 import numpy as np
 
-KINDS = ("ans", "ans_ctx")
+from models.entropy_context import (  # noqa: F401 - the context model is part of this module's API
+    KINDS,
+    EntropyError,
+    Template,
+    contexts,
+    identity_lut,
+    template,
+    wave_order,
+)
+
 TABLE_BITS = 16  # table frequencies sum to 2**16 (u16 cumulative starts on the node)
 PRECISION = 24  # constriction's DefaultAnsCoder: 32-bit words, 64-bit state, 24-bit probabilities
 SMOOTHING = 0.5  # Krichevsky-Trofimov pseudo-count per symbol and context
@@ -56,80 +65,6 @@ MAX_TABLE_BYTES = 256 * 1024
 CHOW_LIU_SAMPLES = 16384  # positions per channel used to estimate the mutual information
 FIT_VALUES = 1 << 22  # codes a fit reads at most (4 M: 41 calibration images at Tiny-YOLOv3's j=1, 160 px)
 ENCODE_CHUNK = 1 << 18  # weights per constriction call (1 MiB of float32): the encoder's rows stay in cache
-
-
-class EntropyError(ValueError):
-    """A body or model that cannot be used; the message says why in one line."""
-
-
-@dataclass(frozen=True)
-class Template:
-    own: tuple[tuple[int, int], ...]
-    parent: tuple[tuple[int, int], ...]
-    levels: int  # G: values per term
-
-    @property
-    def contexts(self) -> int:
-        return self.levels ** (len(self.own) + len(self.parent))
-
-
-def template(kind: str, bits: int) -> Template:
-    if kind not in KINDS:
-        raise EntropyError(f"entropy codec {kind!r} not in {list(KINDS)}")
-    if not 1 <= bits <= 8:
-        raise EntropyError(f"bits={bits} not in 1..8")
-    if kind == "ans":
-        return Template((), (), 1)
-    if bits == 1:
-        return Template(((0, 1), (1, 0), (1, 1), (1, -1), (0, 2)), ((0, 0), (0, -1), (-1, 0)), 2)
-    if bits == 2:
-        return Template(((0, 1), (1, 0), (1, 1), (1, -1)), ((0, 0),), 4)
-    return Template(((0, 1), (1, 0), (1, 1)), ((0, 0),), 4)
-
-
-def _shift(x: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """``out[..., y, x] = x[..., y - dy, x - dx]``, 0 outside the map."""
-    out = np.zeros_like(x)
-    h, w = x.shape[-2:]
-    if abs(dy) >= h or abs(dx) >= w:
-        return out
-    out[..., max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-        x[..., max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-    return out
-
-
-@lru_cache(maxsize=64)
-def wave_order(h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
-    """Positions of an h x w map in coding order (by ``t = 2y + x``, then ``y``) as flat indices, and the start of
-    each wave in that order (plus the end)."""
-    y, x = np.divmod(np.arange(h * w), w)
-    t = 2 * y + x
-    order = np.lexsort((y, t))
-    starts = np.r_[0, np.flatnonzero(np.diff(t[order])) + 1, h * w]
-    return order, starts
-
-
-def identity_lut(bits: int) -> np.ndarray:
-    return np.arange(2 ** bits, dtype=np.uint8)
-
-
-def contexts(codes: np.ndarray, lut: np.ndarray, tpl: Template, parent: np.ndarray) -> np.ndarray:
-    """Context number of every code of ``codes`` (..., C, H, W) under ``tpl`` (``parent[c]`` < 0: none); ``lut``
-    maps a code to its term value."""
-    x = lut.astype(np.int64)[codes.astype(np.int64)]
-    ctx = np.zeros_like(x)
-    g, mult = tpl.levels, 1
-    for dy, dx in tpl.own:
-        ctx += _shift(x, dy, dx) * mult
-        mult *= g
-    if tpl.parent:
-        root = parent < 0
-        px = x[..., np.where(root, 0, parent), :, :]
-        px[..., root, :, :] = 0
-        for dy, dx in tpl.parent:
-            ctx += _shift(px, dy, dx) * mult
-            mult *= g
-    return ctx
 
 
 @dataclass(frozen=True, eq=False)
