@@ -67,16 +67,16 @@ class FactorizedPrior(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """Encoder (1x1 conv, C -> k), integer quantization with a factorized prior, decoder (1x1 conv, k -> C).
+    """Encoder (conv, C -> k), integer quantization with a factorized prior, decoder (conv, k -> C); 1x1 by default.
 
     ``identity(channels, radius, scale)`` builds one whose decoder undoes its encoder exactly: with ``scale``
     levels per unit of the cut's values it reproduces the cut up to half a level (the split model then equals
     the unsplit one where the cut's range fits ``radius / scale``)."""
 
-    def __init__(self, channels: int, latent: int, radius: int) -> None:
+    def __init__(self, channels: int, latent: int, radius: int, kernel: int = 1) -> None:
         super().__init__()
-        self.encoder = nn.Conv2d(channels, latent, 1)
-        self.decoder = nn.Conv2d(latent, channels, 1)
+        self.encoder = nn.Conv2d(channels, latent, kernel, padding=kernel // 2)
+        self.decoder = nn.Conv2d(latent, channels, kernel, padding=kernel // 2)
         self.prior = FactorizedPrior(latent, radius)
 
     @classmethod
