@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from models.bottleneck import BottleneckInterface
 from models.cut_points import CutPoint, CutTable, conv_layer_macs, cut_points, keep_count  # noqa: F401 - re-exported
 from models.darknet import Darknet, DarknetConv, RouteLayer, run_layers
 from models.detector import DetectorConfig
@@ -116,18 +117,33 @@ class SplitModel(nn.Module):
         part = self.node if i <= self.cut_layer else self.edge
         return part.layers[str(i)]
 
+    @property
+    def bottleneck(self) -> BottleneckInterface | None:
+        """The learned bottleneck at the cut (:mod:`models.bottleneck`), where one replaces the quantizer."""
+        return self.interface if isinstance(self.interface, BottleneckInterface) else None
+
     def macs(self) -> MacReport:
+        """MACs per darknet layer on each side; a bottleneck's encoder is added to the cut layer's (node) and its
+        decoder to the first edge layer's."""
         per_layer = conv_layer_macs(dict(self.all_layers()), self.cfg)
         cut = self.cut_layer
-        return MacReport({i: m for i, m in per_layer.items() if i <= cut},
-                         {i: m for i, m in per_layer.items() if i > cut})
+        node = {i: m for i, m in per_layer.items() if i <= cut}
+        edge = {i: m for i, m in per_layer.items() if i > cut}
+        if self.bottleneck is not None:
+            _, h, w = self.cut_shape()
+            enc, dec = self.bottleneck.macs(h, w)
+            node[cut] = node.get(cut, 0) + enc
+            edge[cut + 1] = edge.get(cut + 1, 0) + dec
+        return MacReport(node, edge)
 
     def cut_shape(self) -> tuple[int, int, int]:
-        """(C, H, W) of the tensor sent at j (after any pruning), without a forward pass: the channels follow the
-        modules as they are now through pools, routes (and their groups) and shortcuts."""
+        """(C, H, W) of the tensor sent at j (after any pruning; a bottleneck's latent), without a forward pass: the
+        channels follow the modules as they are now through pools, routes (and their groups) and shortcuts."""
         p = self.cut_point
         if not p.is_split:
             return p.channels, p.height, p.width
+        if self.bottleneck is not None:
+            return self.bottleneck.latent_channels, p.height, p.width
         specs = self.cfg.specs()
         ch: dict[int, int] = {-1: specs[0].args.get("cin", 3)}
         for i in range(p.tensor + 1):
@@ -178,7 +194,7 @@ class SplitModel(nn.Module):
         detections cross. The node runs ``chunk`` images at a time (default 8 on the CPU, where the activations then
         stay in cache and no large buffer is mapped afresh: measured on 2 cores, 256 images at j=1, 0.65 s -> 0.17 s;
         the batch on a GPU); eval-mode layers treat every image alone, so the features are the same."""
-        if self.cut_point.is_split:
+        if self.cut_point.is_split and self.bottleneck is None:  # a bottleneck's latent has a fixed range
             self.eval().to(device, memory_format=torch.channels_last)  # as objectives.device.to_device
             step = chunk or (8 if torch.device(device).type == "cpu" else batch_size)
             feats = []
@@ -194,22 +210,27 @@ class SplitModel(nn.Module):
                     chunk: int | None = None) -> None:
         """Fit the interface's entropy models (:mod:`models.entropy`, one per codec in ``kinds``) on the codes of
         ``images`` (N, 3, S, S) - the calibration images, after any fine-tuning; a no-op where the image or the
-        detections cross."""
+        detections cross. A bottleneck's ``ans`` model is its learned prior, not a fit."""
         from models.entropy_fit import fit
 
         if not kinds or not self.cut_point.is_split:
             return
+        learned = {"ans": self.bottleneck.prior.entropy_model()} if self.bottleneck is not None else {}
+        kinds = tuple(k for k in kinds if k not in learned)
         self.eval().to(device, memory_format=torch.channels_last)
         step = chunk or (8 if torch.device(device).type == "cpu" else 64)
         codes = torch.cat([self.interface.quantize(self.node(images[k:k + step].to(device))).cpu()
-                           for k in range(0, len(images), step)]).numpy()
-        self.interface.entropy = {kind: fit(codes, self.interface.bits, kind) for kind in kinds}
+                           for k in range(0, len(images), step)]).numpy() if kinds else None
+        self.interface.entropy = {**{kind: fit(codes, self.interface.bits, kind) for kind in kinds}, **learned}
 
     @torch.no_grad()
     def node_peak_activation(self, x: torch.Tensor) -> int:
-        """Largest input + output (values, one image) of any leaf layer on the node: the node's working RAM
-        in values. ``x``: (N, 3, S, S), only the first image is run."""
+        """Largest input + output (values, one image) of any leaf layer on the node (a bottleneck's encoder
+        included): the node's working RAM in values. ``x``: (N, 3, S, S), only the first image is run."""
         peak = [x[0].numel()]
+        if self.bottleneck is not None:
+            c, h, w = self.cut_shape()
+            peak.append((self.bottleneck.channels + c) * h * w)
 
         def hook(m, inp, out):
             if torch.is_tensor(out) and inp and torch.is_tensor(inp[0]):

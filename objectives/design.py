@@ -26,6 +26,9 @@ class DesignPoint:
         image_codec, quality: where the node sends the image (``table[j].sends_image``): ``raw`` (8-bit pixels) or
             a lossy codec of :mod:`models.image_codec` at ``quality``. Unlike codec and radio these change what
             the edge sees, so they are part of the accuracy key.
+        bottleneck, rate_lambda: where a feature map is cut, a learned bottleneck of ``bottleneck`` latent channels
+            trained with rate weight ``rate_lambda`` in place of the b-bit quantizer (:mod:`models.bottleneck`);
+            0: none. Such a point is unpruned, and ``bits`` is unused (``train.bottleneck.bits`` sets the latent's).
     """
 
     j: int
@@ -37,6 +40,8 @@ class DesignPoint:
     radio: str = "ble5"
     image_codec: str = "raw"
     quality: int = 0
+    bottleneck: int = 0
+    rate_lambda: float = 0.0
 
     @property
     def coded_image(self) -> bool:
@@ -50,13 +55,16 @@ class DesignPoint:
     def accuracy_key(self, table: CutTable) -> str:
         """Identifies the trained model: radio and codec never change it, and keep ratios count by the channels
         they keep (out of ``table.conv_channels``), so two ratios that round to the same count are one model.
-        E.g. ``j=3;b=1;cut=8/64;L=[0:8/16,2:32/32];crit=l1``; a coded image ``j=0;img=jpeg;q=50``.
+        E.g. ``j=3;b=1;cut=8/64;L=[0:8/16,2:32/32];crit=l1``; a coded image ``j=0;img=jpeg;q=50``; a learned
+        bottleneck ``j=4;bn=16;lam=0.005``.
         """
         p = table[self.j]
         if p.sends_image and self.coded_image:
             return f"j={self.j};img={self.image_codec};q={self.quality}"
         if not p.is_split:
             return f"j={self.j}"
+        if self.bottleneck:
+            return bottleneck_key(self.j, self.bottleneck, self.rate_lambda)
         channels = table.conv_channels
         kept = [(c, table.kept(c, float(r)), channels[c]) for c, r in self.layer_keep]
         pruned = any(k < n for _, k, n in kept)
@@ -75,6 +83,17 @@ class DesignPoint:
         if cut is not None and self.cut_keep < 1.0:
             out[cut] = float(self.cut_keep)
         return out
+
+
+def bottleneck_key(j: int, latent: int, rate_lambda: float) -> str:
+    """The accuracy key of a learned bottleneck (:meth:`DesignPoint.accuracy_key`)."""
+    return f"j={j};bn={latent};lam={float(rate_lambda):g}"
+
+
+def bottleneck_of(key: str) -> tuple[int, float] | None:
+    """(latent channels, rate weight) of a learned bottleneck's accuracy key; None for any other key."""
+    parts = dict(p.split("=", 1) for p in key.split(";") if "=" in p)
+    return (int(parts["bn"]), float(parts["lam"])) if "bn" in parts else None
 
 
 def is_anchor(key: str) -> bool:

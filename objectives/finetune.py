@@ -73,7 +73,8 @@ def finetune(
     """
     j = split_model.j
     groups, frozen, stats0 = None, (), {"bn_images": 0}
-    if distill is not None and distill.head_steps > 0:  # head distillation first (objectives/distill.py)
+    if distill is not None and distill.head_steps > 0 and split_model.bottleneck is None:
+        # head distillation first (objectives/distill.py; a bottleneck's own training is one already)
         stats0.update(head_distill(split_model, baseline, data, cfg, distill.head_steps, distill.head_layers, device,
                                    distill.head_lr_scale))
     if adapt is not None:
@@ -81,14 +82,18 @@ def finetune(
                                              cfg.amp, cfg.seed)
         near = set(split_model.adapted_convs(adapt.adapt_convs)) if split_model.adapts else set()
         node = [p for m in split_model.node.layers.values() for p in m.parameters()]
+        node_scale = adapt.node_lr_scale
         fast: list[nn.Parameter] = []
+        if split_model.bottleneck is not None:  # the node and the encoder stay as trained with the rate term (the
+            node_scale = 0.0  # prior's tables code what they send); the decoder adapts with the layers after the cut
+            fast += list(split_model.bottleneck.decoder.parameters())
         rest: list[nn.Parameter] = []
         deep_bn: list[nn.Module] = []
         for k, m in split_model.edge.layers.items():
             (fast if int(k) in near else rest).extend(m.parameters())
             if int(k) not in near:
                 deep_bn += [b for b in m.modules() if isinstance(b, nn.modules.batchnorm._BatchNorm)]
-        groups = [(node, adapt.node_lr_scale), (fast, adapt.adapt_lr_scale), (rest, adapt.edge_lr_scale)]
+        groups = [(node, node_scale), (fast, adapt.adapt_lr_scale), (rest, adapt.edge_lr_scale)]
         frozen = tuple(deep_bn) if adapt.freeze_bn else ()
     taps = None
     if distill is not None and distill.feature_weight > 0 and split_model.cut_point.is_split:

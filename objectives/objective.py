@@ -18,6 +18,7 @@ from models import Darknet, YOLOLoss, cut_points, prune, split
 from models.codec import CODECS
 from models.split import SplitModel
 from objectives.accuracy import evaluate_map, payload_stats
+from objectives.bottleneck import attach, train_bottleneck
 from objectives.costs import (
     CodecProfile,
     CostBreakdown,
@@ -102,6 +103,8 @@ class AccuracyResult:
     phase_seconds: dict[str, float] = field(default_factory=dict)
     entropy_table_bytes: dict[str, int] = field(default_factory=dict)  # per entropy codec: its tables on the node
     head_distill_steps: int = 0  # head distillation steps before the fine-tuning (in finetune_seconds)
+    bottleneck_steps: int = 0  # a learned bottleneck: its training steps (train.bottleneck) and their wall time
+    bottleneck_seconds: float = 0.0
 
     def as_attrs(self) -> dict[str, Any]:
         return asdict(self)
@@ -168,6 +171,12 @@ def measure(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSe
     sm = split(baseline, point.j, bits=point.bits, recon=s.model.recon,
                image_codec=point.image_codec if point.coded_image else None, quality=point.quality)
     calib = _images(train, ev.calib_images)
+    bn_stats: dict[str, float] = {}
+    if point.bottleneck:  # a learned bottleneck in place of the quantizer, trained first (objectives.bottleneck)
+        bc = s.train.bottleneck
+        attach(sm, point.bottleneck, bc)
+        bn_stats = train_bottleneck(sm, train, bc, point.rate_lambda, bc.steps, device, s.train.finetune.seed)
+        laps.lap("bottleneck")
     sm.calibrate(calib, device, s.model.range_percentile)
     laps.lap("calibrate")
     kept_idx, kept = _prune(point, sm, table, train, calib, s, device)
@@ -212,6 +221,8 @@ def measure(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSe
         image_codec=point.image_codec if point.coded_image else "", quality=point.quality if point.coded_image else 0,
         seconds=time.time() - laps.start, edge_measured_ms=edge_ms, phase_seconds=laps.phases,
         entropy_table_bytes=ps.table_bytes, head_distill_steps=head_steps,
+        bottleneck_steps=int(bn_stats.get("bottleneck_steps", 0)),
+        bottleneck_seconds=float(bn_stats.get("bottleneck_seconds", 0.0)),
     )
     return Measurement(result, sm, kept_idx)
 

@@ -14,7 +14,8 @@ from objectives.data.batches import AugmentConfig
 
 # Field metadata: whether a setting changes measured results (the study's and the design table's settings identity,
 # search.settings). Absent: always. "never": it does not (the final training's budget). "when finetune_when=needed":
-# only under that policy (the subset check, which `always` never reads). ("off when", name, value): not while the
+# only under that policy (the subset check, which `always` never reads). "when bottleneck searched": only where
+# the space has learned bottlenecks (space.bottleneck.latent). ("off when", name, value): not while the
 # dataclass's field ``name`` has ``value`` (an opt-in stage that is off: studies recorded before it existed match).
 RESULTS = "affects_results"
 
@@ -113,6 +114,46 @@ class AdaptConfig:
                 raise ValueError(f"{name}={getattr(self, name)} must be >= 0 (a scale of 0 freezes those layers)")
 
 
+@dataclass(frozen=True)
+class BottleneckConfig:
+    """How a learned bottleneck at the cut is trained (:mod:`objectives.bottleneck`; the design point's latent width
+    and rate weight lambda are searched, ``space.bottleneck``).
+
+    Attributes:
+        bits: the latent's integer range, ``-2**(bits-1) .. 2**(bits-1) - 1`` (its codes' width).
+        kernel: the encoder's and the decoder's conv kernel (odd).
+        steps: training steps of the bottleneck in the search (node and edge frozen).
+        final_steps: the same in ``mode=finalize`` (the final training's budget: not a search-time setting).
+        batch_size, lr: Adam's batch and learning rate.
+        distill_layers: the loss matches the teacher's output of this many edge layers with weights after the cut
+            (head distillation through the frozen edge); 0: the cut tensor itself.
+        init_levels: the encoder starts with a latent whose standard deviation is this many integer levels.
+    """
+
+    bits: int
+    kernel: int
+    steps: int
+    final_steps: int = field(metadata={RESULTS: "never"})
+    batch_size: int
+    lr: float
+    distill_layers: int
+    init_levels: float
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.bits <= 8:
+            raise ValueError(f"train.bottleneck.bits={self.bits} must be in 2..8")
+        if self.kernel < 1 or self.kernel % 2 == 0:
+            raise ValueError(f"train.bottleneck.kernel={self.kernel} must be an odd number >= 1")
+        for name in ("steps", "final_steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.bottleneck.{name}={getattr(self, name)} must be >= 1")
+        if self.distill_layers < 0:
+            raise ValueError(f"train.bottleneck.distill_layers={self.distill_layers} must be >= 0")
+        for name in ("lr", "init_levels"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"train.bottleneck.{name}={getattr(self, name)} must be > 0")
+
+
 FINETUNE_WHEN = ("always", "needed")
 
 
@@ -131,6 +172,7 @@ class TrainSettings:
     final: TrainConfig = field(metadata={RESULTS: "never"})  # the final training's budget, not the search's
     distill: DistillConfig
     adapt: AdaptConfig
+    bottleneck: BottleneckConfig = field(metadata={RESULTS: "when bottleneck searched"})  # space.bottleneck
     finetune_enabled: bool
     finetune_when: str
 

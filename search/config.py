@@ -70,6 +70,9 @@ class RunConfig:
         if self.table is not None and (self.mode in ("finalize", "deploy") or self.study.finalize):
             raise ConfigError(f"table={self.table!r} answers points from measured numbers and keeps no weights: "
                               f"mode={self.mode} / study.finalize={self.study.finalize} need a study that trained them")
+        if self.table is not None and self.space.bottleneck.latent:
+            raise ConfigError(f"table={self.table!r} holds no learned bottlenecks: set space.bottleneck.latent=[] or "
+                              f"drop table=")
         if self.table is not None and not os.path.isfile(self.table):
             raise ConfigError(f"table={self.table!r}: file not found (a design table CSV, made by "
                               f"benchmarks/build_table.py)")

@@ -156,7 +156,7 @@ def paper_step2_points(rc: RunConfig, study: optuna.Study, table: CutTable, base
                                                                                  states=(TrialState.COMPLETE,))
             if (r := TrialRecord.from_trial(t)).is_primary]
     for j in (j for j in rc.space.partitions if table[j].earlier_convs):
-        cands = [(p, r) for p, r in done if p.j == j and all(k >= 1.0 for _, k in p.layer_keep)
+        cands = [(p, r) for p, r in done if p.j == j and not p.bottleneck and all(k >= 1.0 for _, k in p.layer_keep)
                  and r.mAP50 is not None and constraint_value(r.mAP50, base_map, rc.study.th) <= 0]
         if not cands:
             print(f"paper protocol: no feasible step-1 point at j={j}; step 2 skipped there", flush=True)

@@ -24,7 +24,7 @@ def view(rc: RunConfig, study: optuna.Study, storage) -> StudyView:
 
 
 def columns(wb: Workbench) -> tuple[str, ...]:
-    return param_columns(wb.layout, wb.rc.space.shared_layer_keep)
+    return param_columns(wb.layout, wb.rc.space.shared_layer_keep, bool(wb.rc.space.bottleneck.latent))
 
 
 def report(wb: Workbench, study: optuna.Study, storage) -> Path:

@@ -38,7 +38,7 @@ from search.convergence import history, reference_point
 from search.export import atomic, final_frame, study_frames, trial_row
 from search.record import StudyRecord
 from search.report_data import PAPER_TABLE1, feasible_at, final_agreement, headline, report_data, table1
-from search.versus import RAW
+from search.versus import BOTTLENECK, RAW
 from search.view import StudyView, as_view
 
 __all__ = ["feasible_at", "final_agreement", "headline", "report_data", "table1", "write_report"]
@@ -99,7 +99,7 @@ def _rate_figure(rate: pd.DataFrame) -> go.Figure:
     fig = go.Figure()
     for opt, df in rate.groupby("option"):
         df = df.sort_values("payload_bytes")
-        curve = opt not in ("split", RAW)
+        curve = opt not in ("split", RAW, BOTTLENECK)
         fig.add_trace(go.Scatter(x=df["payload_bytes"], y=df["mAP50"], mode="lines+markers" if curve else "markers",
                                  name=str(opt), text=[f"{k}, {b:.3g} bit/px" for k, b in
                                                       zip(df["accuracy_key"], df["bits_per_pixel"], strict=True)],

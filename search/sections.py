@@ -44,6 +44,25 @@ class QualityRange:
 
 
 @dataclass(frozen=True)
+class BottleneckSpace:
+    """Learned bottlenecks at the cut (:mod:`models.bottleneck`): where a feature map is cut, the search may put one
+    of ``latent`` channels in place of the b-bit quantizer, trained with rate weight ``lambdas`` (both part of the
+    accuracy key; ``train.bottleneck`` says how it is trained). ``latent: []``: none (the default study)."""
+
+    latent: List[int]  # noqa: UP006
+    lambdas: List[float]  # noqa: UP006
+
+    def __post_init__(self) -> None:
+        if any(not isinstance(k, int) or k < 1 for k in self.latent) or len(set(self.latent)) != len(self.latent):
+            raise ConfigError(f"space.bottleneck.latent={self.latent} must be distinct channel counts >= 1 "
+                              f"([] searches none)")
+        if self.latent and (not self.lambdas or any(not lam >= 0 for lam in self.lambdas)
+                            or len(set(self.lambdas)) != len(self.lambdas)):
+            raise ConfigError(f"space.bottleneck.lambdas={self.lambdas} must be distinct rate weights >= 0 "
+                              f"(at least one where space.bottleneck.latent is set)")
+
+
+@dataclass(frozen=True)
 class SpaceConfig:
     """The design space. Keep ratios: ``cut_keep`` for the conv that feeds the cut (step 1), ``layer_keep``
     for each earlier node conv (step 2; one ratio for all of them with ``shared_layer_keep``); both are only
@@ -62,6 +81,7 @@ class SpaceConfig:
     image_codecs: List[str]  # noqa: UP006
     image_quality: QualityRange
     image_anchors: List[int]  # noqa: UP006
+    bottleneck: BottleneckSpace
 
     def __post_init__(self) -> None:
         from models.image_codec import IMAGE_CODECS, RAW

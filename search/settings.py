@@ -21,20 +21,23 @@ from search.config import RunConfig
 VERSION = 2
 
 
-def _fields(obj: Any, policy: str) -> Any:
-    """``asdict`` without the fields whose metadata says they do not change results under ``policy``."""
+def _fields(obj: Any, policy: str, bottleneck: bool = False) -> Any:
+    """``asdict`` without the fields whose metadata says they do not change results under ``policy`` (and, for
+    the learned bottleneck's training, unless ``bottleneck``: the space searches one)."""
     if dataclasses.is_dataclass(obj):
         out = {}
         for f in dataclasses.fields(obj):
             when = f.metadata.get(RESULTS)
             if when == "never" or (when == "when finetune_when=needed" and policy != "needed"):
                 continue
+            if when == "when bottleneck searched" and not bottleneck:
+                continue
             if isinstance(when, tuple) and when[0] == "off when" and getattr(obj, when[1]) == when[2]:
                 continue
-            out[f.name] = _fields(getattr(obj, f.name), policy)
+            out[f.name] = _fields(getattr(obj, f.name), policy, bottleneck)
         return out
     if isinstance(obj, (list, tuple)):
-        return [_fields(v, policy) for v in obj]
+        return [_fields(v, policy, bottleneck) for v in obj]
     return obj
 
 
@@ -42,7 +45,8 @@ def settings_record(rc: RunConfig, model: str) -> dict[str, Any]:
     """The settings a search-time result depends on, as a plain record."""
     policy = rc.train.finetune_when
     return {"version": VERSION, "data": _fields(rc.data, policy), "model": _fields(rc.model, policy),
-            "train": _fields(rc.train, policy), "eval": _fields(rc.eval, policy), "baseline": model}
+            "train": _fields(rc.train, policy, bool(rc.space.bottleneck.latent)), "eval": _fields(rc.eval, policy),
+            "baseline": model}
 
 
 def search_settings(rc: RunConfig, model: str) -> str:
@@ -54,6 +58,7 @@ def legacy_repr(rc: RunConfig, model: str) -> str:
     """The settings as studies and tables before :data:`VERSION` 2 kept them: a ``repr`` of the dataclasses without
     ``train.final``, and with ``finetune_when='always'`` and the precheck keys dropped under ``always``."""
     train, ev = repr(rc.train).replace(f"final={rc.train.final!r}, ", ""), repr(rc.eval)
+    train = train.replace(f", bottleneck={rc.train.bottleneck!r}", "")  # it did not exist then
     d = rc.train.distill
     if d.head_steps == 0:  # head distillation did not exist then; off, it is the same measurement
         train = train.replace(f", head_steps={d.head_steps!r}, head_layers={d.head_layers!r}, "

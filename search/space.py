@@ -13,6 +13,7 @@ from search.config import SpaceConfig
 
 SHARED_KEEP = "keep_L"  # the one step-2 parameter of space.shared_layer_keep=true
 IMAGE_CODEC = "image_codec"  # at the point that sends the image: raw or a lossy codec
+BOTTLENECK, RATE_LAMBDA = "bottleneck", "rate_lambda"  # where a feature map is cut: a learned bottleneck (0: none)
 
 
 def quality_param(codec: str) -> str:
@@ -20,11 +21,12 @@ def quality_param(codec: str) -> str:
     return f"{codec}_quality"
 
 
-def param_columns(table: CutTable, shared_layer_keep: bool = False) -> tuple[str, ...]:
+def param_columns(table: CutTable, shared_layer_keep: bool = False, bottleneck: bool = False) -> tuple[str, ...]:
     """Every parameter name :func:`suggest` can produce for ``table``'s model, in export column order (codec and
-    radio are columns of their own)."""
+    radio are columns of their own); ``bottleneck``: the space searches learned bottlenecks."""
     step2 = (SHARED_KEEP,) if shared_layer_keep else tuple(f"keep_L{c}" for c in table.earlier_convs)
-    return ("j", "bits", "keep_cut", *step2, "criterion", IMAGE_CODEC, *map(quality_param, IMAGE_CODECS))
+    learned = (BOTTLENECK, RATE_LAMBDA) if bottleneck else ()
+    return ("j", *learned, "bits", "keep_cut", *step2, "criterion", IMAGE_CODEC, *map(quality_param, IMAGE_CODECS))
 
 
 def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig, table: CutTable) -> DesignPoint:
@@ -32,9 +34,12 @@ def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig, table: CutTable) 
     space): ``bits`` and ``keep_L<conv>`` where a feature map is cut (``table[j].is_split``), ``keep_cut`` where
     one conv makes the cut tensor (``table[j].conv``; a concatenation is pruned through its sources' keep_L).
     With ``space.shared_layer_keep`` one parameter ``keep_L`` is the step-2 ratio of every earlier conv. Where the
-    node sends the image, ``image_codec`` (``space.image_codecs``) and, for a lossy one, its ``<codec>_quality``."""
+    node sends the image, ``image_codec`` (``space.image_codecs``) and, for a lossy one, its ``<codec>_quality``.
+    Where ``space.bottleneck.latent`` is set and a feature map is cut, ``bottleneck`` (0 or a latent width) and,
+    for a bottleneck, ``rate_lambda``: such a point is unpruned and has no ``bits``."""
     j = int(trial.suggest_categorical("j", space.partitions))
     bits, cut_keep, layer_keep = 8, 1.0, ()
+    latent, lam = 0, 0.0
     criterion = space.criteria[0]
     image_codec, quality = RAW, 0
     if table[j].sends_image:
@@ -42,7 +47,11 @@ def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig, table: CutTable) 
         if image_codec != RAW:
             q = space.image_quality
             quality = int(trial.suggest_int(quality_param(image_codec), q.low, q.high, step=q.step))
-    if table[j].is_split:
+    if table[j].is_split and space.bottleneck.latent:
+        latent = int(trial.suggest_categorical(BOTTLENECK, [0, *space.bottleneck.latent]))
+        if latent:
+            lam = float(trial.suggest_categorical(RATE_LAMBDA, space.bottleneck.lambdas))
+    if table[j].is_split and not latent:
         bits = int(trial.suggest_categorical("bits", space.bits))
         if table[j].conv is not None:
             cut_keep = float(trial.suggest_float("keep_cut", space.cut_keep.low, space.cut_keep.high,
@@ -60,15 +69,25 @@ def suggest(trial: optuna.trial.BaseTrial, space: SpaceConfig, table: CutTable) 
             criterion = str(trial.suggest_categorical("criterion", space.criteria))
     codec = str(trial.suggest_categorical("codec", space.codecs))
     radio = str(trial.suggest_categorical("radio", space.radios))
-    return DesignPoint(j, bits, cut_keep, layer_keep, criterion, codec, radio, image_codec, quality)
+    return DesignPoint(j, bits, cut_keep, layer_keep, criterion, codec, radio, image_codec, quality, latent, lam)
 
 
 def point_of(params: dict[str, Any], space: SpaceConfig, table: CutTable) -> DesignPoint:
     """The design point of a stored trial's parameters (a trial from before ``image_codec`` existed sent the raw
-    image at j=0)."""
-    if table[int(params["j"])].sends_image and IMAGE_CODEC not in params:
+    image at j=0; one from before the space searched bottlenecks had none)."""
+    return suggest(optuna.trial.FixedTrial(_completed(params, space, table)), space, table)
+
+
+def _completed(params: dict[str, Any], space: SpaceConfig, table: CutTable) -> dict[str, Any]:
+    """A stored trial's parameters with those of later axes at their old meaning (raw image, no bottleneck)."""
+    if "j" not in params:
+        return params
+    p = table[int(params["j"])]
+    if p.sends_image and IMAGE_CODEC not in params:
         params = {**params, IMAGE_CODEC: RAW}
-    return suggest(optuna.trial.FixedTrial(params), space, table)
+    if p.is_split and space.bottleneck.latent and BOTTLENECK not in params:
+        params = {**params, BOTTLENECK: 0}
+    return params
 
 
 def params_of(point: DesignPoint, space: SpaceConfig, table: CutTable) -> dict[str, Any]:
@@ -78,7 +97,13 @@ def params_of(point: DesignPoint, space: SpaceConfig, table: CutTable) -> dict[s
         p[IMAGE_CODEC] = point.image_codec
         if point.coded_image:
             p[quality_param(point.image_codec)] = point.quality
-    if table[point.j].is_split:
+    if table[point.j].is_split and space.bottleneck.latent:
+        p[BOTTLENECK] = point.bottleneck
+        if point.bottleneck:
+            p[RATE_LAMBDA] = point.rate_lambda
+    elif point.bottleneck:
+        raise ValueError(f"{point}: a learned bottleneck needs space.bottleneck.latent to name its width")
+    if table[point.j].is_split and not point.bottleneck:
         p["bits"] = point.bits
         if table[point.j].conv is not None:
             p["keep_cut"] = point.cut_keep
@@ -124,10 +149,7 @@ def distributions_of(params: dict[str, Any], space: SpaceConfig,
                      table: CutTable) -> dict[str, optuna.distributions.BaseDistribution]:
     """Optuna distributions of the given parameters (for ``optuna.trial.create_trial``), as :func:`suggest` declares
     them for that point."""
-    full = params
-    if "j" in params and table[int(params["j"])].sends_image and IMAGE_CODEC not in params:
-        full = {**params, IMAGE_CODEC: RAW}  # a trial from before image_codec existed
-    rec = _Recorder(full)
+    rec = _Recorder(_completed(params, space, table))
     suggest(rec, space, table)  # type: ignore[arg-type] - the suggest_* calls are all it needs of a trial
     unknown = sorted(set(params) - set(rec.distributions))
     if unknown:
@@ -139,7 +161,8 @@ def baseline_points(space: SpaceConfig, table: CutTable, bits: int | None = None
     """The image, all-in-node and every unpruned split point at ``bits`` (default: the space's largest bit width, which
     is the most likely to meet the mAP constraint and so gives the sampler feasible anchors in the split
     region), each with the first codec and radio; at j=0 the raw image (if searched) and each lossy image codec
-    at every quality of ``space.image_anchors``."""
+    at every quality of ``space.image_anchors``; where the space has learned bottlenecks, at every split j the
+    widest one at the smallest rate weight."""
     b = max(space.bits) if bits is None else bits
     codec, radio = space.codecs[0], space.radios[0]
     pts = []
@@ -149,6 +172,10 @@ def baseline_points(space: SpaceConfig, table: CutTable, bits: int | None = None
                 continue  # an unpruned point is outside this space
             keeps = tuple((c, 1.0) for c in table[j].earlier_convs) if space.prune_earlier else ()
             pts.append(DesignPoint(j, b, 1.0, keeps, space.criteria[0], codec, radio))
+            if space.bottleneck.latent:  # and the most accurate learned bottleneck: the widest, the lowest lambda
+                pts.append(DesignPoint(j, 8, 1.0, (), space.criteria[0], codec, radio,
+                                       bottleneck=max(space.bottleneck.latent),
+                                       rate_lambda=min(space.bottleneck.lambdas)))
         elif table[j].sends_image:
             pts += [DesignPoint(j, 8, 1.0, (), space.criteria[0], codec, radio, c, 0 if c == RAW else q)
                     for c in space.image_codecs for q in ([0] if c == RAW else space.image_anchors)]

@@ -19,7 +19,10 @@ from typing import Any
 
 import pandas as pd
 
+from objectives.design import bottleneck_of
+
 RAW, SPLIT, NODE = "raw image", "split", "all in node"
+BOTTLENECK = "split, learned bottleneck"  # the rate-accuracy figure's own curve (a split everywhere else)
 
 
 def option(rows: pd.DataFrame, node_j: int) -> pd.Series:
@@ -131,8 +134,8 @@ def equal_map(done: pd.DataFrame, feasible: pd.Series, node_j: int) -> dict[str,
 
 
 def rate_accuracy(done: pd.DataFrame, node_j: int) -> pd.DataFrame:
-    """One point per model (its smallest payload over the codecs): option, payload bytes, bits per input pixel,
-    mAP@0.5, accuracy key."""
+    """One point per model (its smallest payload over the codecs): option (a learned bottleneck as
+    :data:`BOTTLENECK`), payload bytes, bits per input pixel, mAP@0.5, accuracy key."""
     if done.empty:
         return pd.DataFrame(columns=["option", "payload_bytes", "bits_per_pixel", "mAP50", "accuracy_key"])
     px = input_pixels(done)
@@ -140,6 +143,8 @@ def rate_accuracy(done: pd.DataFrame, node_j: int) -> pd.DataFrame:
     d = d[d["option"] != NODE]
     per = d.sort_values(["payload_bytes", "trial"]).drop_duplicates("accuracy_key")
     out = per[["option", "payload_bytes", "mAP50", "accuracy_key"]].copy()
+    learned = out["accuracy_key"].map(lambda k: bottleneck_of(str(k)) is not None)
+    out.loc[learned, "option"] = BOTTLENECK  # a split too, drawn as a curve of its own
     out.insert(2, "bits_per_pixel", 8 * out["payload_bytes"] / px)
     return out.sort_values(["option", "payload_bytes"]).reset_index(drop=True)
 

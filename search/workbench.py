@@ -63,9 +63,11 @@ def measuring(rc: RunConfig, base_map: float, train: TrainSettings, radios: set[
 
 
 def final_training(train: TrainSettings) -> TrainSettings:
-    """``mode=finalize``'s settings: the ``train.final`` budget in place of the search's, and every model trained
+    """``mode=finalize``'s settings: the ``train.final`` budget in place of the search's (and a learned
+    bottleneck's ``final_steps`` in place of its ``steps``), and every model trained
     (a front model the search kept un-fine-tuned, ``train.finetune_when=needed``, is trained too)."""
-    return dataclasses.replace(train, finetune=train.final, finetune_when="always")
+    return dataclasses.replace(train, finetune=train.final, finetune_when="always",
+                               bottleneck=dataclasses.replace(train.bottleneck, steps=train.bottleneck.final_steps))
 
 
 class Workbench:

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models.bottleneck import BottleneckInterface
 from models.codec import FORMAT_VERSION, HEADER_BYTES, get_codec
 from models.entropy import EntropyModel, template
 from models.prune import load_pruned
@@ -42,6 +43,8 @@ def rebuild(baseline: nn.Module, blob: dict, bits: int, recon: str, image_codec:
     sm = split(baseline, int(blob["j"]), bits=bits, recon=recon, image_codec=image_codec, quality=quality)
     if blob.get("baseline"):  # kept as the baseline's own weights (WeightStore.save's stub)
         return sm.eval()
+    if "bottleneck" in blob:  # a learned bottleneck in place of the quantizer (models.bottleneck)
+        sm.interface = BottleneckInterface.from_spec(blob["bottleneck"])
     sm = load_pruned(sm, blob["state_dict"]).eval()
     if sm.cut_point.is_split:
         sm.interface.entropy = {name: EntropyModel.from_json(d) for name, d in blob.get("entropy", {}).items()}
@@ -98,9 +101,31 @@ def _check(path: Path, module: nn.Module, x: torch.Tensor) -> float:
                                                                                                      strict=True))
 
 
+class _Then(nn.Module):
+    """``second(first(x))``: a learned bottleneck's encoder after the node, its decoder before the edge."""
+
+    def __init__(self, first: nn.Module, second: nn.Module) -> None:
+        super().__init__()
+        self.first, self.second = first, second
+
+    def forward(self, x):
+        return self.second(self.first(x))
+
+
+def halves(sm: SplitModel) -> tuple[nn.Module, nn.Module, nn.Module]:
+    """(what ``node.onnx`` runs, the quantizer between them, what ``edge.onnx`` runs): the node and edge parts and
+    the interface; with a learned bottleneck the node ends in its encoder, the quantizer is its latent's (integers,
+    step 1) and the edge starts with its decoder."""
+    b = sm.bottleneck
+    if b is None:
+        return sm.node, sm.interface, sm.edge
+    return _Then(sm.node, b.encoder), b.wire, _Then(b.decoder, sm.edge)
+
+
 def recon_table(sm: SplitModel) -> list[float]:
-    """The float the edge puts in place of each code 0 .. 2**bits - 1 (Eq. 6, midpoints or centroids)."""
-    iface = sm.interface
+    """The float the edge puts in place of each code 0 .. 2**bits - 1 (Eq. 6, midpoints or centroids; a
+    bottleneck's latent integers)."""
+    iface = halves(sm)[1]
     codes = torch.arange(2 ** iface.bits, dtype=torch.uint8)
     return [float(v) for v in iface.dequantize(codes)]
 
@@ -113,18 +138,18 @@ def write_bundle(out: Path, sm: SplitModel, blob: dict, info: dict[str, Any], im
     tmp.mkdir(parents=True)
     x = images[:8].float()
     files, errors = {}, {}
+    node, iface, edge = halves(sm)
     with torch.no_grad():
-        feat = sm.node(x) if not p.sends_image else x
+        feat = node(x) if not p.sends_image else x
     if not p.sends_image:
         outs = [f"heads_{i}" for i in range(len(sm.cfg.yolo_layers))] if p.sends_detections else ["cut"]
-        _export(sm.node, x[:2], tmp / "node.onnx", "image", outs)
-        errors["node"] = _check(tmp / "node.onnx", sm.node, x)
+        _export(node, x[:2], tmp / "node.onnx", "image", outs)
+        errors["node"] = _check(tmp / "node.onnx", node, x)
         files["node"] = "node.onnx"
     if not p.sends_detections:
-        iface = sm.interface
         deq = iface.dequantize(iface.quantize(feat)).float()
-        _export(sm.edge, deq[:2], tmp / "edge.onnx", "cut", [f"heads_{i}" for i in range(len(sm.cfg.yolo_layers))])
-        errors["edge"] = _check(tmp / "edge.onnx", sm.edge, deq)
+        _export(edge, deq[:2], tmp / "edge.onnx", "cut", [f"heads_{i}" for i in range(len(sm.cfg.yolo_layers))])
+        errors["edge"] = _check(tmp / "edge.onnx", edge, deq)
         files["edge"] = "edge.onnx"
     bad = {k: v for k, v in errors.items() if not v <= RTOL}
     if bad:
@@ -145,7 +170,9 @@ def write_bundle(out: Path, sm: SplitModel, blob: dict, info: dict[str, Any], im
         "recon": getattr(iface, "recon", None) if p.is_split else None,
         "reconstruction_table": recon_table(sm) if p.is_split else None,
         "cut_shape": [c, h, w],
-        "kept_channels": cut_channel_indices(sm, blob.get("kept", {})) if p.is_split else None,
+        "kept_channels": (cut_channel_indices(sm, blob.get("kept", {})) if p.is_split and sm.bottleneck is None
+                          else None),
+        "bottleneck": sm.bottleneck.spec() if sm.bottleneck is not None else None,
         "input_size": sm.cfg.input_size,
         "image_codec": image_codec_spec(sm) if sm.coded_image else None,
         "entropy_model": entropy_spec(sm, info["codec"]["algorithm"]),
@@ -294,4 +321,21 @@ Detections rows (kind 1): x1, y1, x2, y2 in input pixels, class, round(score x 6
 The kept channels (`kept_channels` in interface.json) are the indices of the unpruned layer's channels that the
 pruned node still computes, in the order they are sent. The edge maps each code through
 `reconstruction_table` ({spec['recon']}).
-""" + _image_readme(spec) + _entropy_readme(spec)
+""" + _image_readme(spec) + _bottleneck_readme(spec) + _entropy_readme(spec)
+
+
+def _bottleneck_readme(spec: dict) -> str:
+    b = spec.get("bottleneck")
+    if not b:
+        return ""
+    lo, hi = -2 ** (b["bits"] - 1), 2 ** (b["bits"] - 1) - 1
+    return f"""
+## The learned bottleneck
+
+`node.onnx` ends in a learned encoder ({b['kernel']}x{b['kernel']} conv, the cut layer's {b['channels']} channels ->
+{b['latent']}): its output is the {b['latent']}x{spec['cut_shape'][1]}x{spec['cut_shape'][2]} latent, and the
+quantization above with mu = {spec['mu']!r}, max = {spec['max']!r} (step 1) rounds it to the integers
+{lo} .. {hi} (code = integer + {hi + 1}). There are no kept channels. `edge.onnx` starts with the matching decoder
+({b['latent']} -> {b['channels']} channels), fed the integers (`reconstruction_table`). The `ans` entropy model is
+the prior the bottleneck was trained with (one table per latent channel).
+"""

@@ -45,6 +45,8 @@ class WeightStore:
             blob["baseline"] = True
         else:
             blob["state_dict"] = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+            if model.bottleneck is not None:  # what rebuilds the learned bottleneck before its state dict loads
+                blob["bottleneck"] = model.bottleneck.spec()
             entropy = getattr(model.interface, "entropy", {})
             if entropy:  # the fitted entropy models (models.entropy), beside the state dict
                 blob["entropy"] = {name: m.to_json() for name, m in entropy.items()}

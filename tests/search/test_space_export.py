@@ -91,6 +91,45 @@ def fake_study():
     return study
 
 
+def test_learned_bottlenecks_are_a_conditional_branch_of_the_space():
+    from search.space import point_of
+
+    space = replace(SPACE, bottleneck=replace(SPACE.bottleneck, latent=[8, 16], lambdas=[0.002, 0.02]))
+    assert param_columns(TABLE, bottleneck=True)[:3] == ("j", "bottleneck", "rate_lambda")
+    bn = suggest(FixedTrial({"j": 4, "bottleneck": 16, "rate_lambda": 0.02, "codec": "zlib", "radio": "wifi"}),
+                 space, TABLE)
+    assert bn == DesignPoint(4, 8, 1.0, (), "l1", "zlib", "wifi", bottleneck=16, rate_lambda=0.02)
+    assert bn.accuracy_key(TABLE) == "j=4;bn=16;lam=0.02" and not bn.pruned
+    assert params_of(bn, space, TABLE) == {"j": 4, "bottleneck": 16, "rate_lambda": 0.02, "codec": "zlib",
+                                           "radio": "wifi"}
+    assert set(distributions_of(params_of(bn, space, TABLE), space, TABLE)["bottleneck"].choices) == {0, 8, 16}
+    # bottleneck 0 is the quantized cut as before; a trial stored before the axis existed is one
+    old = {"j": 4, "bits": 2, "keep_cut": 1.0, "keep_L0": 1.0, "keep_L2": 1.0, "keep_L4": 1.0, "criterion": "l1",
+           "codec": "none",
+           "radio": "wifi"}
+    assert point_of(old, space, TABLE) == point_of({**old, "bottleneck": 0}, space, TABLE) == point_of(old, SPACE,
+                                                                                                         TABLE)
+    assert set(distributions_of(old, space, TABLE)) == set(old)
+    # no bottleneck where the image or the detections cross, and none outside a space that searches them
+    assert suggest(FixedTrial({"j": 6, "codec": "none", "radio": "wifi"}), space, TABLE).bottleneck == 0
+    with pytest.raises(ValueError, match="space.bottleneck.latent"):
+        params_of(bn, SPACE, TABLE)
+    anchors = [p for p in baseline_points(space, TABLE) if p.bottleneck]
+    assert [(p.j, p.bottleneck, p.rate_lambda) for p in anchors] == [(j, 16, 0.002) for j in range(1, 6)]
+
+
+def test_bottleneck_config_errors_are_one_line():
+    from search.profiles import ConfigError
+
+    for bad, match in (("space.bottleneck.latent=[0]", "space.bottleneck.latent"),
+                       ("space.bottleneck.lambdas=[]", "space.bottleneck.lambdas"),
+                       ("train.bottleneck.kernel=2", "train.bottleneck.kernel"),
+                       ("train.bottleneck.bits=1", "train.bottleneck.bits")):
+        extra = ("space.bottleneck.latent=[8]",) if "lambdas" in bad else ()
+        with pytest.raises((ConfigError, ValueError), match=match):
+            conf(*extra, bad)
+
+
 def test_pareto_is_feasible_and_non_dominated(tmp_path):
     study = fake_study()
     all_rows, pareto = study_frames(study, COLUMNS)

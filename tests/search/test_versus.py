@@ -77,6 +77,13 @@ def test_rate_accuracy_one_point_per_model_with_bits_per_pixel():
     webp = r.set_index("accuracy_key").loc["j=0;img=webp;q=25"]
     assert webp["option"] == "webp" and webp["bits_per_pixel"] == pytest.approx(8 * 1200 / (160 * 160))
     assert math.isnan(rate_accuracy(ROWS[ROWS["j"] > 0], 6)["bits_per_pixel"].iloc[0])  # no image size known
+    # a learned bottleneck is a split everywhere but in this figure, where it is a curve of its own
+    bn = pd.DataFrame([row(12, 4, "wifi", 3.0, 5.0, 0.89, 400, "j=4;bn=16;lam=0.005")])
+    both = pd.concat([ROWS, bn], ignore_index=True)
+    assert option(bn, 6).tolist() == ["split"]
+    assert rate_accuracy(both, 6).set_index("accuracy_key").loc["j=4;bn=16;lam=0.005", "option"] == \
+        "split, learned bottleneck"
+    assert (rate_accuracy(both, 6)["option"] == "split").sum() == 3
 
 
 def add(study, j, radio, energy, latency, mAP, payload, image="", q=0, keep=None, feasible=True):
