@@ -47,7 +47,7 @@ def main() -> None:
     ref = evaluate_map(base, wb.val, base.cfg.head(), base.cfg.input_size, rc.eval.conf_threshold, rc.eval.nms_iou,
                        wb.device)
     train = final_training(rc.train) if args.final else rc.train
-    settings, pricing = wb.measuring(ref.map50, train, radios=set(args.radios))
+    settings, pricing = wb.measuring(ref.map50, train, radios=set(args.radios), codecs={"ans", "ans_ctx"})
     print(f"{wb.model_name}: baseline mAP@0.5 {ref.map50:.4f}, constraint {settings.required_map50:.4f}", flush=True)
     rows = []
     for j in args.partitions:

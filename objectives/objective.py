@@ -202,6 +202,8 @@ def measure(point: DesignPoint, baseline: Darknet, train: ImageSet, val: ImageSe
     sm.cpu()
     c, h, w = sm.cut_shape()
     weights = sum(p.numel() for p in sm.node.parameters())
+    if sm.bottleneck is not None:  # the encoder's weights live on the node too
+        weights += sum(p.numel() for p in sm.bottleneck.encoder.parameters())
     edge_ms = None
     if s.measure_edge:
         example = None if sm.cut_point.sends_detections else sm.node(calib[:1])

@@ -128,6 +128,7 @@ def test_a_bottleneck_design_point_is_measured_end_to_end(data, teacher):
     assert r.payload_mean_bytes["none"] == 24 + r.raw_bytes and r.entropy_table_bytes["ans"] > 0
     plain = split(teacher, 2)
     assert r.node_macs == plain.macs().node + plain.cut_shape()[0] * 3 * 9 * h * w
+    assert r.weight_count == sum(p.numel() for p in plain.node.parameters()) + plain.cut_shape()[0] * 3 * 9 + 3
     assert point.accuracy_key(m.model.table) == r.key
 
 
