@@ -162,7 +162,7 @@ def baseline_points(space: SpaceConfig, table: CutTable, bits: int | None = None
     is the most likely to meet the mAP constraint and so gives the sampler feasible anchors in the split
     region), each with the first codec and radio; at j=0 the raw image (if searched) and each lossy image codec
     at every quality of ``space.image_anchors``; where the space has learned bottlenecks, at every split j the
-    widest one at the smallest rate weight."""
+    widest one narrower than the cut tensor (none where no width is) at the smallest rate weight."""
     b = max(space.bits) if bits is None else bits
     codec, radio = space.codecs[0], space.radios[0]
     pts = []
@@ -172,9 +172,9 @@ def baseline_points(space: SpaceConfig, table: CutTable, bits: int | None = None
                 continue  # an unpruned point is outside this space
             keeps = tuple((c, 1.0) for c in table[j].earlier_convs) if space.prune_earlier else ()
             pts.append(DesignPoint(j, b, 1.0, keeps, space.criteria[0], codec, radio))
-            if space.bottleneck.latent:  # and the most accurate learned bottleneck: the widest, the lowest lambda
-                pts.append(DesignPoint(j, 8, 1.0, (), space.criteria[0], codec, radio,
-                                       bottleneck=max(space.bottleneck.latent),
+            narrower = [k for k in space.bottleneck.latent if k < table[j].channels]
+            if narrower:  # and the most accurate learned bottleneck: the widest that narrows the cut, lowest lambda
+                pts.append(DesignPoint(j, 8, 1.0, (), space.criteria[0], codec, radio, bottleneck=max(narrower),
                                        rate_lambda=min(space.bottleneck.lambdas)))
         elif table[j].sends_image:
             pts += [DesignPoint(j, 8, 1.0, (), space.criteria[0], codec, radio, c, 0 if c == RAW else q)

@@ -115,7 +115,14 @@ def test_learned_bottlenecks_are_a_conditional_branch_of_the_space():
     with pytest.raises(ValueError, match="space.bottleneck.latent"):
         params_of(bn, SPACE, TABLE)
     anchors = [p for p in baseline_points(space, TABLE) if p.bottleneck]
-    assert [(p.j, p.bottleneck, p.rate_lambda) for p in anchors] == [(j, 16, 0.002) for j in range(1, 6)]
+    # the widest latent narrower than the cut tensor: j = 1 sends 16 channels, so its anchor is 8 wide
+    assert TABLE[1].channels == 16 and all(TABLE[j].channels > 16 for j in range(2, 6))
+    assert [(p.j, p.bottleneck, p.rate_lambda) for p in anchors] == [(1, 8, 0.002)] + [(j, 16, 0.002)
+                                                                                      for j in range(2, 6)]
+    wide = replace(SPACE, bottleneck=replace(SPACE.bottleneck, latent=[16, 32], lambdas=[0.002]))
+    assert TABLE[2].channels == 32  # none at j = 1 (no width under 16), 16 at j = 2, 32 beyond
+    assert [(p.j, p.bottleneck) for p in baseline_points(wide, TABLE) if p.bottleneck] == [(2, 16), (3, 32), (4, 32),
+                                                                                            (5, 32)]
 
 
 def test_bottleneck_config_errors_are_one_line():
