@@ -82,8 +82,8 @@ class Affine(nn.Module):
 
 
 class BottleneckInterface(nn.Module):
-    """Encoder (standardize, conv C -> k) | b-bit integer latent with a factorized prior | decoder (conv k -> C,
-    de-standardize).
+    """Encoder (standardize, conv C -> k with stride s) | b-bit integer latent with a factorized prior | decoder
+    (conv k -> s*s*C, depth-to-space by s, de-standardize).
 
     The interface contract of :class:`QuantInterface`: ``quantize`` (node: cut tensor -> uint8 codes of the latent),
     ``dequantize`` (edge: codes -> the reconstructed cut tensor), ``forward`` (training: noise or straight-through),
@@ -92,13 +92,19 @@ class BottleneckInterface(nn.Module):
     learned prior). ``identity(channels, bits, scale)`` builds one whose decoder undoes its encoder exactly.
     """
 
-    def __init__(self, channels: int, latent: int, bits: int, kernel: int = 1) -> None:
+    def __init__(self, channels: int, latent: int, bits: int, kernel: int = 1, stride: int = 1) -> None:
         super().__init__()
         if latent < 1 or kernel < 1 or kernel % 2 == 0:
             raise ValueError(f"bottleneck: latent={latent} must be >= 1 and kernel={kernel} odd")
-        self.channels, self.latent_channels, self.kernel = channels, latent, kernel
-        self.encoder = nn.Sequential(Affine(channels), nn.Conv2d(channels, latent, kernel, padding=kernel // 2))
-        self.decoder = nn.Sequential(nn.Conv2d(latent, channels, kernel, padding=kernel // 2), Affine(channels))
+        if stride < 1 or (stride > 1 and kernel < stride):
+            raise ValueError(f"bottleneck: stride={stride} must be >= 1 and at most the kernel ({kernel}), or the "
+                             "encoder skips pixels")
+        self.channels, self.latent_channels, self.kernel, self.stride = channels, latent, kernel, stride
+        self.encoder = nn.Sequential(Affine(channels), nn.Conv2d(channels, latent, kernel, stride, kernel // 2))
+        # the decoder: a conv to stride**2 x C channels, then depth-to-space (ONNX DepthToSpace) back to the cut's size
+        up = [nn.PixelShuffle(stride)] if stride > 1 else []
+        self.decoder = nn.Sequential(nn.Conv2d(latent, channels * stride ** 2, kernel, padding=kernel // 2), *up,
+                                     Affine(channels))
         self.prior = FactorizedPrior(latent, bits)
         self.wire = QuantInterface(bits=bits, recon="midpoint")
         self.wire.set_range(-0.5, float(2 ** (bits - 1)))  # step 1: codes = floor(y + 1/2) + 2**(b-1)
@@ -125,8 +131,8 @@ class BottleneckInterface(nn.Module):
         std = features.std((0, 2, 3), keepdim=True).clamp(min=1e-6)
         self.encoder[0].scale.copy_(1 / std)
         self.encoder[0].shift.copy_(-mean / std)
-        self.decoder[1].scale.copy_(std)
-        self.decoder[1].shift.copy_(mean)
+        self.decoder[-1].scale.copy_(std)
+        self.decoder[-1].shift.copy_(mean)
         conv = self.encoder[1]
         k = levels / max(float(self.encoder(features).std()), 1e-12)
         conv.weight.mul_(k)
@@ -136,11 +142,17 @@ class BottleneckInterface(nn.Module):
 
     def spec(self) -> dict[str, int]:
         """What rebuilds it (beside its state dict): :meth:`from_spec`."""
-        return {"channels": self.channels, "latent": self.latent_channels, "bits": self.bits, "kernel": self.kernel}
+        return {"channels": self.channels, "latent": self.latent_channels, "bits": self.bits, "kernel": self.kernel,
+                "stride": self.stride}
 
     @classmethod
     def from_spec(cls, d: dict) -> BottleneckInterface:
-        return cls(int(d["channels"]), int(d["latent"]), int(d["bits"]), int(d["kernel"]))
+        """``d``: a :meth:`spec` (one stored before strides existed has none: stride 1)."""
+        return cls(int(d["channels"]), int(d["latent"]), int(d["bits"]), int(d["kernel"]), int(d.get("stride", 1)))
+
+    def latent_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """(k, H / s, W / s): the latent sent for a cut tensor of ``height`` x ``width``."""
+        return self.latent_channels, height // self.stride, width // self.stride
 
     @property
     def bits(self) -> int:
@@ -195,6 +207,8 @@ class BottleneckInterface(nn.Module):
         return self.code(x)[0]
 
     def macs(self, height: int, width: int) -> tuple[int, int]:
-        """(encoder MACs on the node, decoder MACs on the edge) for one image of the cut's size."""
-        per = self.channels * self.latent_channels * self.kernel ** 2 * height * width
-        return per, per
+        """(encoder MACs on the node, decoder MACs on the edge) for one cut tensor of ``height`` x ``width``: both convs
+        run at the latent's H / s x W / s positions, the decoder's with s*s x C outputs."""
+        _, h, w = self.latent_shape(height, width)
+        enc = self.channels * self.latent_channels * self.kernel ** 2 * h * w
+        return enc, enc * self.stride ** 2

@@ -130,8 +130,7 @@ class SplitModel(nn.Module):
         node = {i: m for i, m in per_layer.items() if i <= cut}
         edge = {i: m for i, m in per_layer.items() if i > cut}
         if self.bottleneck is not None:
-            _, h, w = self.cut_shape()
-            enc, dec = self.bottleneck.macs(h, w)
+            enc, dec = self.bottleneck.macs(self.cut_point.height, self.cut_point.width)
             node[cut] = node.get(cut, 0) + enc
             edge[cut + 1] = edge.get(cut + 1, 0) + dec
         return MacReport(node, edge)
@@ -143,7 +142,7 @@ class SplitModel(nn.Module):
         if not p.is_split:
             return p.channels, p.height, p.width
         if self.bottleneck is not None:
-            return self.bottleneck.latent_channels, p.height, p.width
+            return self.bottleneck.latent_shape(p.height, p.width)
         specs = self.cfg.specs()
         ch: dict[int, int] = {-1: specs[0].args.get("cin", 3)}
         for i in range(p.tensor + 1):
@@ -230,7 +229,8 @@ class SplitModel(nn.Module):
         peak = [x[0].numel()]
         if self.bottleneck is not None:
             c, h, w = self.cut_shape()
-            peak.append((self.bottleneck.channels + c) * h * w)
+            p = self.cut_point
+            peak.append(self.bottleneck.channels * p.height * p.width + c * h * w)
 
         def hook(m, inp, out):
             if torch.is_tensor(out) and inp and torch.is_tensor(inp[0]):

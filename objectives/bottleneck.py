@@ -30,8 +30,10 @@ def attach(split_model: SplitModel, latent: int, cfg: BottleneckConfig) -> Bottl
     """Put a fresh bottleneck of ``latent`` channels in place of ``split_model``'s quantizer (a cut feature map)."""
     if not split_model.cut_point.is_split:
         raise ValueError(f"j={split_model.j}: a learned bottleneck needs a cut feature map")
-    c, _, _ = split_model.cut_shape()
-    split_model.interface = BottleneckInterface(c, latent, cfg.bits, cfg.kernel)
+    c, h, w = split_model.cut_shape()
+    if h % cfg.stride or w % cfg.stride:
+        raise ValueError(f"train.bottleneck.stride={cfg.stride} does not divide the {h}x{w} cut at j={split_model.j}")
+    split_model.interface = BottleneckInterface(c, latent, cfg.bits, cfg.kernel, cfg.stride)
     return split_model.interface
 
 

@@ -122,6 +122,8 @@ class BottleneckConfig:
     Attributes:
         bits: the latent's integer range, ``-2**(bits-1) .. 2**(bits-1) - 1`` (its codes' width).
         kernel: the encoder's and the decoder's conv kernel (odd).
+        stride: the encoder's stride (the latent is H / stride x W / stride; the decoder's depth-to-space undoes it);
+            at most ``kernel``. 1: the cut's resolution (recorded before strides existed: matches).
         steps: training steps of the bottleneck in the search (node and edge frozen).
         final_steps: the same in ``mode=finalize`` (the final training's budget: not a search-time setting).
         batch_size, lr: Adam's batch and learning rate.
@@ -132,6 +134,7 @@ class BottleneckConfig:
 
     bits: int
     kernel: int
+    stride: int = field(metadata={RESULTS: ("off when", "stride", 1)})
     steps: int
     final_steps: int = field(metadata={RESULTS: "never"})
     batch_size: int
@@ -144,6 +147,9 @@ class BottleneckConfig:
             raise ValueError(f"train.bottleneck.bits={self.bits} must be in 2..8")
         if self.kernel < 1 or self.kernel % 2 == 0:
             raise ValueError(f"train.bottleneck.kernel={self.kernel} must be an odd number >= 1")
+        if not 1 <= self.stride <= self.kernel:
+            raise ValueError(f"train.bottleneck.stride={self.stride} must be in 1..train.bottleneck.kernel "
+                             f"({self.kernel}): a larger stride skips pixels")
         for name in ("steps", "final_steps", "batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.bottleneck.{name}={getattr(self, name)} must be >= 1")

@@ -131,13 +131,14 @@ def load_run_config(cfg: DictConfig | dict[str, Any], conf_dir: Path = CONF_DIR)
         if prof.codec != fmt:
             raise ConfigError(f"platform.node.image_encoders.{fmt}={name!r}: that profile codes {prof.codec!r}")
     scalars = {k: _build(tp, d[k], k) for k, tp in _SCALARS.items()}
-    parts["space"] = _model_partitions(parts["model"], parts["data"], space)
+    parts["space"] = _model_partitions(parts["model"], parts["data"], space, parts["train"].bottleneck.stride)
     return RunConfig(platform=platform, **parts, **scalars)
 
 
-def _model_partitions(model: ModelConfig, data: DataConfig, space: SpaceConfig) -> SpaceConfig:
+def _model_partitions(model: ModelConfig, data: DataConfig, space: SpaceConfig, stride: int) -> SpaceConfig:
     """Check the model section against its cfg and resolve ``space.partitions`` against the model's cut-point
-    table (None: all of them). The table's structure does not depend on the class count."""
+    table (None: all of them); where the space has learned bottlenecks, ``stride`` (``train.bottleneck.stride``) must
+    divide every searched cut. The table's structure does not depend on the class count."""
     try:
         table = cut_points(detector_config(model, data.size, 1))
     except DarknetError as e:
@@ -149,8 +150,13 @@ def _model_partitions(model: ModelConfig, data: DataConfig, space: SpaceConfig) 
         raise ConfigError(f"{key}: {msg}") from None
     allowed = list(range(len(table)))
     if space.partitions is None:
-        return dataclasses.replace(space, partitions=allowed)
+        space = dataclasses.replace(space, partitions=allowed)
     _subset("space.partitions", space.partitions, allowed)
+    for p in (table[j] for j in space.partitions if space.bottleneck.latent and table[j].is_split):
+        if p.height % stride or p.width % stride:
+            raise ConfigError(f"train.bottleneck.stride={stride} does not divide the {p.height}x{p.width} cut at "
+                              f"j={p.j}: choose a stride that divides every cut of space.partitions or leave j={p.j} "
+                              "out")
     return space
 
 

@@ -130,13 +130,16 @@ def _bottleneck_readme(spec: dict) -> str:
     if not b:
         return ""
     lo, hi = -2 ** (b["bits"] - 1), 2 ** (b["bits"] - 1) - 1
+    stride = b.get("stride", 1)
+    h, w = spec["cut_shape"][1:]
+    up = f", a conv to {stride * stride} x {b['channels']} then depth-to-space by {stride}" if stride > 1 else ""
     return f"""
 ## The learned bottleneck
 
-`node.onnx` ends in a learned encoder ({b['kernel']}x{b['kernel']} conv, the cut layer's {b['channels']} channels ->
-{b['latent']}): its output is the {b['latent']}x{spec['cut_shape'][1]}x{spec['cut_shape'][2]} latent, and the
-quantization above with mu = {spec['mu']!r}, max = {spec['max']!r} (step 1) rounds it to the integers
-{lo} .. {hi} (code = integer + {hi + 1}). There are no kept channels. `edge.onnx` starts with the matching decoder
-({b['latent']} -> {b['channels']} channels), fed the integers (`reconstruction_table`). The `ans` entropy model is
-the prior the bottleneck was trained with (one table per latent channel).
+`node.onnx` ends in a learned encoder ({b['kernel']}x{b['kernel']} conv, stride {stride}, the cut layer's
+{b['channels']} channels -> {b['latent']}): its output is the {b['latent']}x{h}x{w} latent, and the quantization
+above with mu = {spec['mu']!r}, max = {spec['max']!r} (step 1) rounds it to the integers {lo} .. {hi}
+(code = integer + {hi + 1}). There are no kept channels. `edge.onnx` starts with the matching
+decoder ({b['latent']} -> {b['channels']} channels{up}), fed the integers (`reconstruction_table`). The `ans` entropy
+model is the prior the bottleneck was trained with (one table per latent channel).
 """

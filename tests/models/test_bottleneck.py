@@ -73,6 +73,45 @@ def test_the_spec_rebuilds_the_same_bottleneck():
     assert b.macs(5, 5) == (6 * 2 * 9 * 25, 6 * 2 * 9 * 25)
 
 
+def test_a_strided_bottleneck_sends_a_smaller_latent_and_restores_the_cut_size():
+    torch.manual_seed(2)
+    b = BottleneckInterface(8, 4, 5, kernel=3, stride=2).eval()
+    x = torch.randn(2, 8, 16, 12)
+    with torch.no_grad():
+        codes = b.quantize(x)
+        assert codes.shape == (2, 4, 8, 6) == (2, *b.latent_shape(16, 12))
+        assert b.dequantize(codes).shape == x.shape and torch.allclose(b.dequantize(codes), b(x), atol=1e-6)
+        model = b.prior.entropy_model()
+        assert np.array_equal(model.decode(model.encode(codes[0].numpy()), (4, 8, 6)), codes[0].numpy())
+    # both convs run at the 8 x 6 latent positions; the decoder's has 2*2 x 8 outputs
+    assert b.macs(16, 12) == (8 * 4 * 9 * 48, 8 * 4 * 9 * 48 * 4)
+    c = BottleneckInterface.from_spec(b.spec())
+    c.load_state_dict(b.state_dict())
+    with torch.no_grad():
+        assert c.stride == 2 and torch.equal(c.eval()(x), b(x))
+    old = {k: v for k, v in b.spec().items() if k != "stride"}  # a spec stored before strides existed
+    assert BottleneckInterface.from_spec({**old, "channels": 8}).stride == 1
+    with pytest.raises(ValueError, match="stride"):
+        BottleneckInterface(8, 4, 5, kernel=3, stride=4)  # the encoder would skip pixels
+
+
+def test_a_strided_bottleneck_exports_to_onnx_and_runs_the_same_in_onnxruntime(tmp_path):
+    import onnxruntime as ort
+
+    from search.deploy.bundle import _export
+
+    torch.manual_seed(3)
+    b = BottleneckInterface(6, 3, 5, kernel=5, stride=4).eval()
+    x = torch.randn(1, 6, 20, 20)
+    for name, part, inp in (("enc", b.encoder, x), ("dec", b.decoder, torch.randn(1, 3, 5, 5))):
+        path = tmp_path / f"{name}.onnx"
+        _export(part, inp, path, "x", ["y"])  # as the deploy bundle exports (dynamo, onnx.checker)
+        got = ort.InferenceSession(str(path)).run(None, {"x": inp.numpy()})[0]
+        with torch.no_grad():
+            want = part(inp).numpy()
+        assert got.shape == want.shape and np.allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
 def trained(lam: float) -> tuple[float, float, float, float]:
     """(bits before, bits after, distortion before, after) of 60 Adam steps on distortion + lam x bits per value."""
     torch.manual_seed(0)

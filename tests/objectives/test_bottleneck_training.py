@@ -158,3 +158,39 @@ def test_its_training_is_in_the_settings_only_where_the_space_searches_it():
                       "m") == "train.bottleneck.steps: 1500 vs 10"
     assert search_settings(off, "m") == search_settings(conf("train.bottleneck.steps=10"), "m")
     assert final_training(on.train).bottleneck.steps == on.train.bottleneck.final_steps
+
+
+def test_a_strided_bottleneck_is_measured_at_its_latent_size(data, teacher):
+    rc = conf("train.bottleneck.stride=2", "train.bottleneck.steps=5", "train.bottleneck.batch_size=8",
+              "train.finetune.steps=1", "train.finetune.batch_size=8", "train.finetune_when=always",
+              "eval.calib_images=8", "eval.payload_images=4")
+    s = EvalSettings(rc.eval, rc.model, rc.train, ("none", "ans"), False, False, None)
+    r = measure(DesignPoint(2, bottleneck=3, rate_lambda=0.01), teacher, data, data, s, torch.device("cpu")).result
+    plain = split(teacher, 2)
+    c, h, w = plain.cut_shape()
+    assert tuple(r.cut_shape) == (3, h // 2, w // 2) and r.feature_values == 3 * (h // 2) * (w // 2)
+    assert r.raw_bytes == -(-3 * (h // 2) * (w // 2) * 5 // 8)
+    assert r.node_macs == plain.macs().node + c * 3 * 9 * (h // 2) * (w // 2)  # the encoder at the latent's positions
+    assert r.edge_macs == plain.macs().edge + 3 * c * 4 * 9 * (h // 2) * (w // 2)  # the decoder's 4 x C outputs
+    sm = split(teacher, 2)
+    attach(sm, 3, rc.train.bottleneck)
+    x = images(data, 2)
+    assert sm.node_peak_activation(x) >= c * h * w + 3 * (h // 2) * (w // 2)
+    with torch.no_grad():
+        assert [t.shape for t in sm.eval()(x)] == [t.shape for t in teacher(x)]
+
+
+def test_the_stride_counts_in_the_settings_only_where_it_is_not_1_and_bad_strides_are_one_line():
+    from search.profiles import ConfigError
+
+    on = ("space.bottleneck.latent=[8]",)
+    assert "stride" not in settings_record(conf(*on), "m")["train"]["bottleneck"]  # studies from before it match
+    assert settings_record(conf(*on, "train.bottleneck.stride=2"), "m")["train"]["bottleneck"]["stride"] == 2
+    with pytest.raises(ValueError, match="train.bottleneck.stride=5 must be in 1..train.bottleneck.kernel"):
+        conf("train.bottleneck.stride=5")
+    # the default model's j = 4 cut is 10 x 10: a stride of 4 cannot code it, said before anything runs
+    wide = ("train.bottleneck.stride=4", "train.bottleneck.kernel=5")
+    with pytest.raises(ConfigError, match=r"train.bottleneck.stride=4 does not divide the 10x10 cut at j=4"):
+        conf(*on, *wide)
+    assert conf(*on, *wide, "space.partitions=[0,1,2,3]").train.bottleneck.stride == 4
+    assert conf(*wide).train.bottleneck.stride == 4  # no bottleneck searched: nothing to divide

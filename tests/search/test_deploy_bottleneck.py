@@ -22,8 +22,10 @@ from search.record import TrialRecord, front_keys
 from tests.search.test_deploy import Server, bundle_dir
 from tests.search.test_study import cli, load
 
+# stride 2: the encoder halves the cut's size and edge.onnx's decoder restores it (depth-to-space)
 SPACE = ("space.partitions=[3]", "space.bottleneck.latent=[4]", "space.bottleneck.lambdas=[0.01]",
-         "space.codecs=[ans,none]", "space.radios=[ble5]", "study.enqueue_baselines=true", "study.n_trials=2")
+         "space.codecs=[ans,none]", "space.radios=[ble5]", "study.enqueue_baselines=true", "study.n_trials=2",
+         "train.bottleneck.stride=2")
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +50,10 @@ def test_the_bottleneck_anchor_is_searched_measured_and_kept(study):
     plain = next(TrialRecord.from_trial(t).accuracy for t in s.get_trials()
                  if t.params.get("bottleneck") == 0 and TrialRecord.from_trial(t).accuracy is not None)
     assert acc.raw_bytes < plain.raw_bytes and acc.key in front_keys(s)
+    assert tuple(acc.cut_shape) == (4, plain.cut_shape[1] // 2, plain.cut_shape[2] // 2)  # stride 2
     blob = torch.load(studies / "quick" / "models" / file_name(acc.key), weights_only=True)
-    assert blob["bottleneck"] == {"channels": plain.cut_shape[0], "latent": 4, "bits": 5, "kernel": 3}
+    assert blob["bottleneck"] == {"channels": plain.cut_shape[0], "latent": 4, "bits": 5, "kernel": 3,
+                                   "stride": 2}
     assert set(blob["entropy"]) == {"ans"}
     with open(studies / "quick" / "trials.csv") as f:
         rows = list(csv.DictReader(f))
@@ -65,7 +69,8 @@ def test_its_bundle_carries_the_bottleneck_and_the_runtime_reproduces_the_search
     assert spec["bits"] == 5 and spec["mu"] == -0.5 and spec["max"] == 16.0
     assert spec["reconstruction_table"] == [float(v) for v in range(-16, 16)]  # the latent's integers
     assert spec["entropy_model"]["kind"] == "ans" and spec["entropy_model"]["channels"] == 4
-    assert "## The learned bottleneck" in (folder / "README.md").read_text()
+    assert "## The learned bottleneck" in (readme := (folder / "README.md").read_text())
+    assert "stride 2" in readme and "depth-to-space by 2" in readme
     for f in spec["files"].values():
         onnx.checker.check_model(onnx.load(str(folder / f)), full_check=True)
     bundle = Bundle(folder)
