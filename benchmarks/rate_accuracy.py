@@ -10,7 +10,7 @@ budget:
 
     python benchmarks/rate_accuracy.py [--partitions 1 2 3 4 5] [--bits 1 2 4] [--keep 1.0 0.25]
         [--qualities 5 10 20 30 50 80] [--bottleneck-csv docs/results/bottleneck.csv ...]
-        [--out docs/results/rate_accuracy.csv] [--reuse] [hydra overrides]
+        [--out docs/results/rate_accuracy.csv] [--reuse] [--final] [hydra overrides]
 
 Every point goes through :func:`objectives.objective.measure` as in a study, fine-tuned with the search's budget
 (``train.finetune``, ``train.finetune_when=always`` - the coded image's edge model too, on decoded images); bytes
@@ -35,7 +35,7 @@ from objectives.accuracy import evaluate_map
 from objectives.design import DesignPoint, bottleneck_key
 from objectives.objective import measure
 from search.config import compose
-from search.workbench import Workbench
+from search.workbench import Workbench, final_training
 
 CURVES = ("quantized cut + zlib/zstd", "quantized cut + entropy coding", "learned bottleneck", "coded image")
 LOSSLESS, ENTROPY = ("none", "zlib", "zstd"), ("ans", "ans_ctx")
@@ -85,6 +85,8 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=default_out(__file__))
     ap.add_argument("--figure", type=Path, default=ROOT / "docs" / "rate_accuracy.png")
     ap.add_argument("--reuse", action="store_true", help="keep --out's measured points, re-read the bottlenecks")
+    ap.add_argument("--final", action="store_true", help="the final training's budgets (mode=finalize) for every "
+                    "point; pair with bench_bottleneck.py --final's CSV")
     ap.add_argument("overrides", nargs="*")
     args = ap.parse_intermixed_args()
     rc = compose(["progress=false", "train.finetune_when=always", *args.overrides])
@@ -92,7 +94,8 @@ def main() -> None:
     base = wb.baseline.model
     ref = evaluate_map(base, wb.val, base.cfg.head(), base.cfg.input_size, rc.eval.conf_threshold, rc.eval.nms_iou,
                        wb.device)
-    settings, _ = wb.measuring(ref.map50, codecs={"zstd", "ans", "ans_ctx"})
+    train = final_training(rc.train) if args.final else rc.train
+    settings, _ = wb.measuring(ref.map50, train, codecs={"zstd", "ans", "ans_ctx"})
     required = ref.map50 - rc.study.th
     print(f"{wb.model_name}: baseline mAP@0.5 {ref.map50:.4f}, constraint {required:.4f}", flush=True)
     points = [(CURVES[3], DesignPoint(0, image_codec=c, quality=q)) for c in ("jpeg", "webp") for q in args.qualities]
@@ -124,6 +127,11 @@ def main() -> None:
         raise SystemExit(f"{[str(p) for p in args.bottleneck_csv]}: measured on a baseline of mAP@0.5 "
                          f"{learned['baseline_mAP50'].iloc[0]:.4f}, this one has {ref.map50:.4f}: rerun "
                          f"benchmarks/bench_bottleneck.py train.finetune_when=always")
+    if not (learned["finetune_steps"] == train.finetune.steps).all():
+        steps = sorted(set(learned["finetune_steps"]))
+        raise SystemExit(f"{[str(p) for p in args.bottleneck_csv]}: fine-tuned {steps} steps, this run "
+                         f"{train.finetune.steps}: every curve gets the same adaptation budget "
+                         "(bench_bottleneck.py --final pairs with --final)")
     rows += [{"curve": CURVES[2], "key": bottleneck_key(int(r.j), int(r.latent), r["lambda"]), "mAP50": r.mAP50,
               "baseline_mAP50": r.baseline_mAP50, "finetune_steps": r.finetune_steps,
               "bottleneck_steps": r.bottleneck_steps, "seconds": r.seconds,
@@ -145,7 +153,7 @@ def main() -> None:
             lines.append(f"{curve}: no measured point meets the constraint")
     print(write(df, args.out, "Rate-accuracy: four ways to send what the edge needs",
                 f"{wb.model_name}, baseline mAP@0.5 {ref.map50:.4f}, constraint {required:.4f}; fine-tuning "
-                f"{rc.train.finetune.steps} steps for every model, bottlenecks {rc.train.bottleneck.steps} "
+                f"{train.finetune.steps} steps for every model, bottlenecks {train.bottleneck.steps} "
                 f"training steps first. Smallest payload meeting the constraint - " + "; ".join(lines)))
     print(f"figure: {args.figure}")
 
