@@ -54,12 +54,13 @@ def figure(rows: pd.DataFrame, required: float, baseline: float, pixels: int, pa
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 4.6))
-    for curve, marker in zip(CURVES, "osDv", strict=True):
+    for i, (curve, marker) in enumerate(zip(CURVES, "osDv", strict=True)):
         d = rows[rows["curve"] == curve]
         if d.empty:
             continue
-        line = ax.plot(envelope(d)["payload_B"], envelope(d)["mAP50"], drawstyle="steps-post", label=curve)[0]
-        ax.scatter(d["payload_B"], d["mAP50"], s=14, marker=marker, color=line.get_color(), alpha=0.55)
+        color = f"C{i}"  # one colour per curve in every figure, whichever curves a run measured
+        ax.plot(envelope(d)["payload_B"], envelope(d)["mAP50"], drawstyle="steps-post", label=curve, color=color)
+        ax.scatter(d["payload_B"], d["mAP50"], s=14, marker=marker, color=color, alpha=0.55)
     ax.axhline(required, color="grey", ls="--", lw=0.8)
     ax.text(rows["payload_B"].min(), required + 0.01,
             f"constraint: baseline {baseline:.3f} - th", fontsize=7, color="grey")
@@ -145,7 +146,9 @@ def main() -> None:
     lines = []
     for curve in CURVES:
         ok = df[(df["curve"] == curve) & (df["mAP50"] >= required)]
-        if len(ok):
+        if not (df["curve"] == curve).any():
+            lines.append(f"{curve}: not measured in this run")
+        elif len(ok):
             best = ok.loc[ok["payload_B"].idxmin()]
             lines.append(f"{curve}: {best['payload_B']:.0f} B ({best['key']}, {best['codec']}, mAP@0.5 "
                          f"{best['mAP50']:.3f})")
