@@ -59,7 +59,8 @@ def figure(rows: pd.DataFrame, required: float, baseline: float, pixels: int, pa
         if d.empty:
             continue
         color = f"C{i}"  # one colour per curve in every figure, whichever curves a run measured
-        ax.plot(envelope(d)["payload_B"], envelope(d)["mAP50"], drawstyle="steps-post", label=curve, color=color)
+        env = envelope(d)
+        ax.plot(env["payload_B"], env["mAP50"], drawstyle="steps-post", label=curve, color=color)
         ax.scatter(d["payload_B"], d["mAP50"], s=14, marker=marker, color=color, alpha=0.55)
     ax.axhline(required, color="grey", ls="--", lw=0.8)
     ax.text(rows["payload_B"].min(), required + 0.01,
